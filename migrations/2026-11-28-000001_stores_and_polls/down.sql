@@ -1,0 +1,2 @@
+DROP TABLE polls;
+DROP TABLE stores;

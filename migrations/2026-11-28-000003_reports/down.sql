@@ -1,0 +1,2 @@
+DROP TABLE report_chunks;
+DROP TABLE reports;

@@ -1,0 +1,96 @@
+//! The MySQL connection pool and the embedded migrations.
+
+use diesel::mysql::MysqlConnection;
+use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
+use diesel::{QueryableByName, RunQueryDsl, sql_query};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+pub type DbPool = Pool<ConnectionManager<MysqlConnection>>;
+pub type DbConn = PooledConnection<ConnectionManager<MysqlConnection>>;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
+
+/// Named so an operator who sees it in `SHOW PROCESSLIST` knows what holds it.
+const MIGRATION_LOCK: &str = "restaurant_monitor.migrations";
+const MIGRATION_LOCK_WAIT_SECONDS: u32 = 120;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot open a MySQL connection pool to {url}: {source}")]
+    Pool { url: String, source: diesel::r2d2::PoolError },
+    #[error("cannot connect to MySQL at {url}: {source}")]
+    Connect { url: String, source: diesel::ConnectionError },
+    #[error("migrations failed: {0}")]
+    Migration(String),
+    #[error("another process held the migration lock for {0} s; is a migration stuck?")]
+    MigrationLockTimeout(u32),
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
+
+/// The URL with its password replaced, for log lines and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &creds[..colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Builds the pool. Connections are tested on checkout: MySQL drops idle ones after `wait_timeout`.
+pub fn pool(url: &str, max_size: u32) -> Result<DbPool, DbError> {
+    Pool::builder()
+        .max_size(max_size)
+        .min_idle(Some(1))
+        .test_on_check_out(true)
+        .connection_timeout(std::time::Duration::from_secs(10))
+        .build(ConnectionManager::new(url))
+        .map_err(|source| DbError::Pool { url: redact_url(url), source })
+}
+
+/// A single connection outside any pool, for migrations and long loads.
+pub fn connect(url: &str) -> Result<MysqlConnection, DbError> {
+    use diesel::Connection as _;
+    MysqlConnection::establish(url).map_err(|source| DbError::Connect { url: redact_url(url), source })
+}
+
+#[derive(QueryableByName)]
+struct LockResult {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Integer>)]
+    got: Option<i32>,
+}
+
+/// Applies pending migrations; returns the versions applied. Several processes may start at once and
+/// MySQL DDL is not transactional, so a named lock (`GET_LOCK`) lets one of them migrate while the others
+/// wait and then find nothing to do.
+pub fn run_migrations(conn: &mut MysqlConnection) -> Result<Vec<String>, DbError> {
+    let lock: LockResult = sql_query(format!("SELECT GET_LOCK('{MIGRATION_LOCK}', {MIGRATION_LOCK_WAIT_SECONDS}) AS got"))
+        .get_result(conn)?;
+    if lock.got != Some(1) {
+        return Err(DbError::MigrationLockTimeout(MIGRATION_LOCK_WAIT_SECONDS));
+    }
+    let applied = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map(|versions| versions.iter().map(ToString::to_string).collect())
+        .map_err(|e| DbError::Migration(e.to_string()));
+    let released = sql_query(format!("SELECT RELEASE_LOCK('{MIGRATION_LOCK}') AS got")).get_result::<LockResult>(conn);
+    let applied = applied?;
+    released?;
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_reach_the_logs() {
+        assert_eq!(redact_url("mysql://root:secret@db:3306/x"), "mysql://root:***@db:3306/x");
+        assert_eq!(redact_url("mysql://root@127.0.0.1/test"), "mysql://root@127.0.0.1/test");
+    }
+}

@@ -1,0 +1,377 @@
+//! The three input files of SPEC §1: finding them in a folder, reading them, and accounting for every row.
+//!
+//! Pure: bytes in, validated records and a [`FileSummary`] out. The CLI feeds the records to the engine;
+//! the ingest worker writes them to MySQL. Store ids are interned once ([`StoreIds`]) so every later stage
+//! handles a `u32` instead of a string of up to 64 bytes.
+
+pub mod parse;
+mod polls;
+mod tables;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use polls::{read_polls, read_polls_bytes};
+pub use tables::{read_hours, read_hours_bytes, read_zones, read_zones_bytes};
+
+/// How many rejected lines a summary keeps, per file, as examples for a person.
+pub const SAMPLE_LIMIT: usize = 20;
+/// The longest store id the spec allows, in bytes.
+pub const MAX_STORE_ID_BYTES: usize = 64;
+/// A poll stamped later than this after the moment it is loaded is rejected (SPEC §1).
+pub const FUTURE_TOLERANCE_MICROS: i64 = 3_600 * parse::MICROS_PER_SECOND;
+/// The zone of a store without a (known) zone.
+pub const DEFAULT_ZONE: chrono_tz::Tz = chrono_tz::America::Chicago;
+
+/// Which of the three inputs a file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    Polls,
+    Hours,
+    Zones,
+}
+
+impl FileKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileKind::Polls => "polls",
+            FileKind::Hours => "hours",
+            FileKind::Zones => "zones",
+        }
+    }
+
+    /// The columns a file of this kind must have; each entry lists the accepted spellings.
+    fn required_columns(self) -> &'static [&'static [&'static str]] {
+        match self {
+            FileKind::Polls => &[&["store_id"], &["timestamp_utc"], &["status"]],
+            FileKind::Hours => &[&["store_id"], &["dayOfWeek", "day"], &["start_time_local"], &["end_time_local"]],
+            FileKind::Zones => &[&["store_id"], &["timezone_str"]],
+        }
+    }
+}
+
+/// Why a row was not loaded. The string forms are stable: they are stored in load records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// The row has fewer fields than the header, or is not valid UTF-8 / CSV.
+    MalformedRow,
+    EmptyStoreId,
+    StoreIdTooLong,
+    BadTimestamp,
+    /// More than an hour after the moment of loading.
+    FutureTimestamp,
+    BadStatus,
+    BadDayOfWeek,
+    BadStartTime,
+    BadEndTime,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::MalformedRow => "malformed_row",
+            RejectReason::EmptyStoreId => "empty_store_id",
+            RejectReason::StoreIdTooLong => "store_id_too_long",
+            RejectReason::BadTimestamp => "bad_timestamp",
+            RejectReason::FutureTimestamp => "future_timestamp",
+            RejectReason::BadStatus => "bad_status",
+            RejectReason::BadDayOfWeek => "bad_day_of_week",
+            RejectReason::BadStartTime => "bad_start_time",
+            RejectReason::BadEndTime => "bad_end_time",
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One rejected row, kept as an example.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RejectedRow {
+    /// 1-based line number in the file (the header is line 1).
+    pub line: u64,
+    pub reason: RejectReason,
+    /// The offending value, shortened, so a person sees what was wrong.
+    pub value: String,
+}
+
+/// The account of one file: every data row is either accepted or rejected for a counted reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileSummary {
+    pub file: String,
+    pub rows_read: u64,
+    pub accepted: u64,
+    pub rejected: BTreeMap<RejectReason, u64>,
+    /// The first [`SAMPLE_LIMIT`] rejected rows, in file order.
+    pub samples: Vec<RejectedRow>,
+    /// Accepted rows worth a mention: duplicate polls (a later row won), unknown zones (treated as missing).
+    pub notes: BTreeMap<String, u64>,
+}
+
+impl FileSummary {
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+
+    pub(crate) fn reject(&mut self, line: u64, reason: RejectReason, value: &[u8]) {
+        *self.rejected.entry(reason).or_default() += 1;
+        if self.samples.len() < SAMPLE_LIMIT {
+            let mut value = String::from_utf8_lossy(value).into_owned();
+            if value.len() > 80 {
+                let mut cut = 77;
+                while !value.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                value.truncate(cut);
+                value.push('…');
+            }
+            self.samples.push(RejectedRow { line, reason, value });
+        }
+    }
+
+    pub(crate) fn note(&mut self, what: &str, count: u64) {
+        if count > 0 {
+            *self.notes.entry(what.to_owned()).or_default() += count;
+        }
+    }
+
+    /// Folds a later part of the same file into this one (rows are read in parallel chunks).
+    pub(crate) fn absorb(&mut self, later: FileSummary) {
+        self.rows_read += later.rows_read;
+        self.accepted += later.accepted;
+        for (reason, n) in later.rejected {
+            *self.rejected.entry(reason).or_default() += n;
+        }
+        let room = SAMPLE_LIMIT.saturating_sub(self.samples.len());
+        self.samples.extend(later.samples.into_iter().take(room));
+        for (what, n) in later.notes {
+            *self.notes.entry(what).or_default() += n;
+        }
+    }
+}
+
+impl fmt::Display for FileSummary {
+    /// One line a person can read: `polls store_status.csv: 10 rows, 8 accepted, 2 rejected (bad_status 1, …)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} rows, {} accepted, {} rejected", self.file, self.rows_read, self.accepted, self.rejected_total())?;
+        if !self.rejected.is_empty() {
+            let parts: Vec<String> = self.rejected.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            write!(f, " ({})", parts.join(", "))?;
+        }
+        for (what, n) in &self.notes {
+            write!(f, "; {what}: {n}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A file that cannot be loaded at all. The message names the file and the problem, for one log line.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{}: no such folder", .0.display())]
+    NoFolder(PathBuf),
+    #[error("{}: no polls file (expected store_status.csv)", .0.display())]
+    NoPollsFile(PathBuf),
+    #[error("{}: {} files match, keep one: {}", .folder.display(), .kind.as_str(), .names.join(", "))]
+    Ambiguous { folder: PathBuf, kind: FileKind, names: Vec<String> },
+    #[error("{}: cannot read: {source}", .file.display())]
+    Unreadable { file: PathBuf, source: std::io::Error },
+    #[error("{}: missing required column {column:?} (header: {header})", .file.display())]
+    MissingColumn { file: PathBuf, column: String, header: String },
+    #[error("{}: the header row is not valid CSV/UTF-8: {problem}", .file.display())]
+    BadHeader { file: PathBuf, problem: String },
+}
+
+/// The input files found in a data folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFiles {
+    pub polls: PathBuf,
+    pub hours: Option<PathBuf>,
+    pub zones: Option<PathBuf>,
+}
+
+impl DataFiles {
+    /// Finds the files by the names SPEC §1 accepts. Polls: `store_status.csv`, or a single
+    /// `store_status*.csv` (samples of the real data are named so). Hours: `business_hours.csv` or
+    /// `menu_hours.csv`. Zones: `timezones.csv`, `store_timezones.csv`, or a `bq-results*.csv`.
+    pub fn find(folder: &Path) -> Result<DataFiles, InputError> {
+        let entries = std::fs::read_dir(folder).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => InputError::NoFolder(folder.to_owned()),
+            _ => InputError::Unreadable { file: folder.to_owned(), source: e },
+        })?;
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        let pick = |kind: FileKind, exact: &[&str], prefix: &str| -> Result<Option<PathBuf>, InputError> {
+            if let Some(name) = exact.iter().find(|n| names.iter().any(|m| m == *n)) {
+                return Ok(Some(folder.join(name)));
+            }
+            let loose: Vec<&String> = names.iter().filter(|n| n.starts_with(prefix) && n.ends_with(".csv")).collect();
+            match loose.as_slice() {
+                [] => Ok(None),
+                [one] => Ok(Some(folder.join(one))),
+                many => Err(InputError::Ambiguous {
+                    folder: folder.to_owned(),
+                    kind,
+                    names: many.iter().map(|s| s.to_string()).collect(),
+                }),
+            }
+        };
+        let polls = pick(FileKind::Polls, &["store_status.csv"], "store_status")?
+            .ok_or_else(|| InputError::NoPollsFile(folder.to_owned()))?;
+        let hours = pick(FileKind::Hours, &["business_hours.csv", "menu_hours.csv"], "\u{0}")?;
+        let zones = pick(FileKind::Zones, &["timezones.csv", "store_timezones.csv"], "bq-results")?;
+        Ok(DataFiles { polls, hours, zones })
+    }
+}
+
+/// Interns store ids: each distinct id gets a dense `u32` key, in first-seen order.
+#[derive(Debug, Default, Clone)]
+pub struct StoreIds {
+    ids: Vec<Box<str>>,
+    index: HashMap<Box<str>, u32>,
+}
+
+impl StoreIds {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn intern(&mut self, id: &str) -> u32 {
+        if let Some(&key) = self.index.get(id) {
+            return key;
+        }
+        let key = u32::try_from(self.ids.len()).expect("fewer than 4 billion stores");
+        self.ids.push(id.into());
+        self.index.insert(id.into(), key);
+        key
+    }
+
+    pub fn get(&self, id: &str) -> Option<u32> {
+        self.index.get(id).copied()
+    }
+
+    pub fn id(&self, key: u32) -> &str {
+        &self.ids[key as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.ids.iter().map(|s| &**s)
+    }
+}
+
+/// One accepted poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Poll {
+    pub store: u32,
+    /// Microseconds since the Unix epoch, UTC.
+    pub at: i64,
+    pub active: bool,
+}
+
+/// One accepted business-hours row. Times are microseconds since local midnight; `end` may be 24:00.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoursRow {
+    pub store: u32,
+    /// 0 = Monday … 6 = Sunday.
+    pub weekday: u8,
+    pub start: i64,
+    pub end: i64,
+}
+
+/// One store's zone as written; `zone` is `None` when chrono-tz does not know the name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneRow {
+    pub store: u32,
+    pub name: String,
+    pub zone: Option<chrono_tz::Tz>,
+}
+
+/// The polls of a file: sorted by (store, time), one per (store, time) — the later row of the file won.
+#[derive(Debug, Clone, Default)]
+pub struct PollsFile {
+    pub polls: Vec<Poll>,
+    pub summary: FileSummary,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HoursFile {
+    pub rows: Vec<HoursRow>,
+    /// Stores that had hour rows, all rejected: they count as having no business hours (SPEC §1).
+    pub stores_with_only_rejected_rows: Vec<u32>,
+    pub summary: FileSummary,
+}
+
+/// Zones, one per store (a later row for the same store replaces an earlier one).
+#[derive(Debug, Clone, Default)]
+pub struct ZonesFile {
+    pub rows: Vec<ZoneRow>,
+    pub summary: FileSummary,
+}
+
+/// Locates the required columns in a header row (names trimmed, BOM removed, any order).
+pub(crate) fn column_positions(file: &Path, kind: FileKind, header: &csv::ByteRecord) -> Result<Vec<usize>, InputError> {
+    let names: Vec<String> = header
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            let raw = if i == 0 { raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw) } else { raw };
+            String::from_utf8_lossy(raw).trim().to_owned()
+        })
+        .collect();
+    kind.required_columns()
+        .iter()
+        .map(|spellings| {
+            spellings
+                .iter()
+                .find_map(|want| names.iter().position(|n| n == want))
+                .ok_or_else(|| InputError::MissingColumn {
+                    file: file.to_owned(),
+                    column: spellings[0].to_owned(),
+                    header: names.join(","),
+                })
+        })
+        .collect()
+}
+
+/// Trims ASCII white space from both ends of a field.
+pub(crate) fn trim(field: &[u8]) -> &[u8] {
+    field.trim_ascii()
+}
+
+/// Checks a store id: non-empty after trimming, at most 64 bytes, UTF-8.
+pub(crate) fn store_id(field: &[u8]) -> Result<&str, RejectReason> {
+    let id = trim(field);
+    if id.is_empty() {
+        return Err(RejectReason::EmptyStoreId);
+    }
+    if id.len() > MAX_STORE_ID_BYTES {
+        return Err(RejectReason::StoreIdTooLong);
+    }
+    std::str::from_utf8(id).map_err(|_| RejectReason::MalformedRow)
+}
+
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, InputError> {
+    std::fs::read(path).map_err(|source| InputError::Unreadable { file: path.to_owned(), source })
+}
+
+pub(crate) fn display_name(path: &Path) -> String {
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}

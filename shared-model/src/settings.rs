@@ -1,0 +1,115 @@
+//! Settings in layers (the `config` crate): built-in defaults, then `config/base.yaml`, then
+//! `config/$APP_ENVIRONMENT.yaml` (both optional; the folder is `$APP_CONFIG_DIR` or `./config`), then
+//! environment variables `APP__SECTION__KEY`, and last the names every operator tries first:
+//! `DATABASE_URL`, `AMQP_URL`, `BIND_ADDR`, `DATA_DIR`.
+//!
+//! Each binary deserialises its own struct from the result; tests build the struct directly.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct DatabaseSettings {
+    #[serde(default = "default_database_url")]
+    pub url: String,
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self { url: default_database_url(), pool_size: default_pool_size() }
+    }
+}
+
+fn default_database_url() -> String {
+    "mysql://root@127.0.0.1:3306/restaurant_monitor".into()
+}
+
+fn default_pool_size() -> u32 {
+    8
+}
+
+/// The RabbitMQ topology names, versioned on purpose: re-declaring a queue with other arguments fails
+/// (406), so a change of arguments gets a new name rather than a broken start.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct AmqpSettings {
+    #[serde(default = "default_amqp_url")]
+    pub url: String,
+    #[serde(default = "default_exchange")]
+    pub exchange: String,
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    #[serde(default = "default_dead_letter_exchange")]
+    pub dead_letter_exchange: String,
+    #[serde(default = "default_dead_letter_queue")]
+    pub dead_letter_queue: String,
+    /// Deliveries of one job before it is dead-lettered (a poison job must not loop).
+    #[serde(default = "default_delivery_limit")]
+    pub delivery_limit: u32,
+}
+
+impl Default for AmqpSettings {
+    fn default() -> Self {
+        Self {
+            url: default_amqp_url(),
+            exchange: default_exchange(),
+            queue: default_queue(),
+            dead_letter_exchange: default_dead_letter_exchange(),
+            dead_letter_queue: default_dead_letter_queue(),
+            delivery_limit: default_delivery_limit(),
+        }
+    }
+}
+
+impl AmqpSettings {
+    /// The same topology with every name suffixed, so parallel tests never share a queue.
+    pub fn with_suffix(&self, suffix: &str) -> Self {
+        Self {
+            exchange: format!("{}.{suffix}", self.exchange),
+            queue: format!("{}.{suffix}", self.queue),
+            dead_letter_exchange: format!("{}.{suffix}", self.dead_letter_exchange),
+            dead_letter_queue: format!("{}.{suffix}", self.dead_letter_queue),
+            ..self.clone()
+        }
+    }
+}
+
+fn default_amqp_url() -> String {
+    "amqp://guest:guest@127.0.0.1:5672/%2f".into()
+}
+fn default_exchange() -> String {
+    "restaurant-monitor.reports".into()
+}
+fn default_queue() -> String {
+    "restaurant-monitor.report-jobs.v1".into()
+}
+fn default_dead_letter_exchange() -> String {
+    "restaurant-monitor.reports.dead-letter".into()
+}
+fn default_dead_letter_queue() -> String {
+    "restaurant-monitor.report-jobs.dead-letter".into()
+}
+fn default_delivery_limit() -> u32 {
+    3
+}
+
+/// Environment variables that override one setting each, by their usual names.
+const PLAIN_OVERRIDES: &[(&str, &str)] =
+    &[("DATABASE_URL", "database.url"), ("AMQP_URL", "amqp.url"), ("BIND_ADDR", "bind_addr"), ("DATA_DIR", "data_dir")];
+
+/// Loads settings of type `T` from the layers described above.
+pub fn load<T: DeserializeOwned>() -> Result<T, config::ConfigError> {
+    let dir = std::env::var("APP_CONFIG_DIR").unwrap_or_else(|_| "config".into());
+    let environment = std::env::var("APP_ENVIRONMENT").unwrap_or_else(|_| "local".into());
+    let mut builder = config::Config::builder()
+        .add_source(config::File::with_name(&format!("{dir}/base")).required(false))
+        .add_source(config::File::with_name(&format!("{dir}/{environment}")).required(false))
+        .add_source(config::Environment::with_prefix("APP").prefix_separator("__").separator("__"));
+    for (var, key) in PLAIN_OVERRIDES {
+        if let Ok(value) = std::env::var(var) {
+            builder = builder.set_override(*key, value)?;
+        }
+    }
+    builder.build()?.try_deserialize()
+}
