@@ -4,5 +4,7 @@
 pub mod db;
 pub mod input;
 pub mod messages;
+pub mod models;
+pub mod queue;
 pub mod schema;
 pub mod settings;

@@ -1,0 +1,1 @@
+//! Models and queries for the `loads` table (owned by the ingest work).

@@ -1,0 +1,6 @@
+//! One file per table (or pair of tables), each with its queries as functions.
+
+pub mod loads;
+pub mod reports;
+pub mod snapshots;
+pub mod stores;

@@ -1,0 +1,1 @@
+//! Models and queries for the `stores` table (owned by the ingest work).

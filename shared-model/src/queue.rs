@@ -1,0 +1,1 @@
+//! RabbitMQ topology and publishing (owned by the report-path work).
