@@ -159,7 +159,14 @@ impl FileSummary {
 impl fmt::Display for FileSummary {
     /// One line a person can read: `polls store_status.csv: 10 rows, 8 accepted, 2 rejected (bad_status 1, …)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} rows, {} accepted, {} rejected", self.file, self.rows_read, self.accepted, self.rejected_total())?;
+        write!(
+            f,
+            "{}: {} rows, {} accepted, {} rejected",
+            self.file,
+            self.rows_read,
+            self.accepted,
+            self.rejected_total()
+        )?;
         if !self.rejected.is_empty() {
             let parts: Vec<String> = self.rejected.iter().map(|(r, n)| format!("{r} {n}")).collect();
             write!(f, " ({})", parts.join(", "))?;
@@ -327,7 +334,11 @@ pub struct ZonesFile {
 }
 
 /// Locates the required columns in a header row (names trimmed, BOM removed, any order).
-pub(crate) fn column_positions(file: &Path, kind: FileKind, header: &csv::ByteRecord) -> Result<Vec<usize>, InputError> {
+pub(crate) fn column_positions(
+    file: &Path,
+    kind: FileKind,
+    header: &csv::ByteRecord,
+) -> Result<Vec<usize>, InputError> {
     let names: Vec<String> = header
         .iter()
         .enumerate()
@@ -339,14 +350,13 @@ pub(crate) fn column_positions(file: &Path, kind: FileKind, header: &csv::ByteRe
     kind.required_columns()
         .iter()
         .map(|spellings| {
-            spellings
-                .iter()
-                .find_map(|want| names.iter().position(|n| n == want))
-                .ok_or_else(|| InputError::MissingColumn {
+            spellings.iter().find_map(|want| names.iter().position(|n| n == want)).ok_or_else(|| {
+                InputError::MissingColumn {
                     file: file.to_owned(),
                     column: spellings[0].to_owned(),
                     header: names.join(","),
-                })
+                }
+            })
         })
         .collect()
 }

@@ -70,7 +70,7 @@ pub fn timestamp_utc(field: &[u8]) -> Option<i64> {
     }
     let offset_secs: i64 = match rest {
         b"" | b" UTC" | b"Z" | b" Z" => 0,
-        [sign @ (b'+' | b'-'), hh @ .., ] if hh.len() == 5 && hh[2] == b':' => {
+        [sign @ (b'+' | b'-'), hh @ ..] if hh.len() == 5 && hh[2] == b':' => {
             let h = two_digits(&hh[0..2])?;
             let m = two_digits(&hh[3..5])?;
             if h > 23 || m > 59 {
@@ -141,7 +141,9 @@ mod tests {
     fn timestamps_of_every_accepted_shape_agree() {
         let base = ts("2023-01-25 18:13:22 UTC").expect("plain");
         assert_eq!(base, 1_674_670_402 * MICROS_PER_SECOND);
-        for form in ["2023-01-25 18:13:22", "2023-01-25T18:13:22Z", "2023-01-25T18:13:22+00:00", "2023-01-25T19:13:22+01:00"] {
+        for form in
+            ["2023-01-25 18:13:22", "2023-01-25T18:13:22Z", "2023-01-25T18:13:22+00:00", "2023-01-25T19:13:22+01:00"]
+        {
             assert_eq!(ts(form), Some(base), "{form}");
         }
         assert_eq!(ts("2023-01-25 18:13:22.47922 UTC"), Some(base + 479_220));

@@ -19,7 +19,12 @@ pub fn read_polls(path: &Path, stores: &mut StoreIds, loaded_at: i64) -> Result<
 }
 
 /// [`read_polls`] on bytes already in memory; `path` only names the file in messages.
-pub fn read_polls_bytes(path: &Path, bytes: &[u8], stores: &mut StoreIds, loaded_at: i64) -> Result<PollsFile, InputError> {
+pub fn read_polls_bytes(
+    path: &Path,
+    bytes: &[u8],
+    stores: &mut StoreIds,
+    loaded_at: i64,
+) -> Result<PollsFile, InputError> {
     let (columns, data_start) = header(path, bytes)?;
     let data = &bytes[data_start..];
     let first_line = 2 + memchr::memchr_iter(b'\n', &bytes[..data_start]).count() as u64 - 1;
@@ -64,7 +69,11 @@ pub(crate) fn header(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, usize), I
         .read_byte_record(&mut record)
         .map_err(|e| InputError::BadHeader { file: path.to_owned(), problem: e.to_string() })?;
     if !found {
-        return Err(InputError::MissingColumn { file: path.to_owned(), column: "store_id".into(), header: String::new() });
+        return Err(InputError::MissingColumn {
+            file: path.to_owned(),
+            column: "store_id".into(),
+            header: String::new(),
+        });
     }
     let columns = column_positions(path, FileKind::Polls, &record)?;
     let start = usize::try_from(reader.position().byte()).unwrap_or(bytes.len()).min(bytes.len());
@@ -120,7 +129,8 @@ fn parse_chunk(chunk: &[u8], first_line: u64, cols: [usize; 3], latest_allowed: 
         }
         let line = first_line + record.position().map_or(1, |p| p.line()) - 1;
         summary.rows_read += 1;
-        let (Some(store), Some(time), Some(status)) = (record.get(c_store), record.get(c_time), record.get(c_status)) else {
+        let (Some(store), Some(time), Some(status)) = (record.get(c_store), record.get(c_time), record.get(c_status))
+        else {
             summary.reject(line, RejectReason::MalformedRow, record.as_slice());
             continue;
         };

@@ -23,7 +23,11 @@ fn each_row(
     let columns = if found {
         column_positions(path, kind, &record)?
     } else {
-        return Err(InputError::MissingColumn { file: path.to_owned(), column: "store_id".into(), header: String::new() });
+        return Err(InputError::MissingColumn {
+            file: path.to_owned(),
+            column: "store_id".into(),
+            header: String::new(),
+        });
     };
     let mut summary = FileSummary { file: display_name(path), ..FileSummary::default() };
     loop {
@@ -94,7 +98,10 @@ pub fn read_hours_bytes(path: &Path, bytes: &[u8], stores: &mut StoreIds) -> Res
         tally.into_iter().filter(|(_, (ok, bad))| *ok == 0 && *bad > 0).map(|(s, _)| s).collect();
     stores_with_only_rejected_rows.sort_unstable();
     let mut summary = summary;
-    summary.note("stores whose hour rows were all rejected (open all the time)", stores_with_only_rejected_rows.len() as u64);
+    summary.note(
+        "stores whose hour rows were all rejected (open all the time)",
+        stores_with_only_rejected_rows.len() as u64,
+    );
     Ok(HoursFile { rows, stores_with_only_rejected_rows, summary })
 }
 

@@ -1,0 +1,287 @@
+//! The uptime engine: SPEC §2 to the letter. Pure — data and `now` in, report rows out; no clock, no I/O —
+//! so the CLI and the queue worker share it and it is tested exhaustively without services.
+//!
+//! Exactness: every instant is an integer number of microseconds. The boundary between two observations
+//! is their midpoint, which may fall on half a microsecond, so lengths are summed in half-microseconds
+//! ([`HalfMicros`]) and rounded only when written.
+
+mod zone;
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use chrono_tz::Tz;
+use shared_model::input::{DEFAULT_ZONE, HoursRow, Poll};
+
+pub use zone::ZoneTimeline;
+
+/// Microseconds since the Unix epoch (instants) or a length in microseconds.
+pub type Micros = i64;
+/// A length in half-microseconds: exact for spans that end at the midpoint of two observations.
+pub type HalfMicros = i64;
+
+pub const MICROS_PER_SECOND: Micros = 1_000_000;
+pub const HOUR: Micros = 3_600 * MICROS_PER_SECOND;
+pub const DAY: Micros = 24 * HOUR;
+pub const WEEK: Micros = 7 * DAY;
+/// Polls older than this before `now` play no part (SPEC §2, lookback range).
+pub const LOOKBACK: Micros = 8 * DAY;
+/// The three windows, in the report's column order.
+pub const WINDOWS: [Micros; 3] = [HOUR, DAY, WEEK];
+
+/// The report's header line, exactly as SPEC §2 gives it.
+pub const HEADER: &str = "store_id,uptime_last_hour,uptime_last_day,uptime_last_week,downtime_last_hour,downtime_last_day,downtime_last_week";
+
+/// The data a report is computed from. Store keys are whatever the caller uses (interned ids in the CLI,
+/// surrogate keys from MySQL in the worker).
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    /// Sorted by (store, at), at most one poll per (store, at) — as the readers and the polls table give them.
+    pub polls: &'a [Poll],
+    /// Any order. A store without rows is open all the time.
+    pub hours: &'a [HoursRow],
+    /// Known zones only; a store not in the map is in America/Chicago.
+    pub zones: &'a HashMap<u32, Tz>,
+}
+
+/// One store's figures, in half-microseconds, windows in [`WINDOWS`] order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreUptime {
+    pub store: u32,
+    pub uptime: [HalfMicros; 3],
+    pub downtime: [HalfMicros; 3],
+}
+
+/// `now` of SPEC §2: the latest poll of all stores.
+pub fn latest_poll(polls: &[Poll]) -> Option<Micros> {
+    polls.iter().map(|p| p.at).max()
+}
+
+/// Computes every store with a poll in the lookback range, in store-key order. `stores_done` counts the
+/// stores finished so far, for a progress display; the total is [`stores_in_report`].
+pub fn compute(inputs: Inputs<'_>, now: Micros, stores_done: &AtomicUsize) -> Vec<StoreUptime> {
+    let groups = store_groups(inputs.polls, now);
+    let hours = hours_by_store(inputs.hours);
+    let timelines = timelines(inputs.zones, now);
+    let chicago = &timelines[&DEFAULT_ZONE];
+    let one_store = |group: &(u32, &[Poll])| {
+        let (store, polls) = *group;
+        let timeline = inputs.zones.get(&store).map_or(chicago, |tz| &timelines[tz]);
+        let rows = hours.get(&store).map_or(&[][..], Vec::as_slice);
+        let result = store_uptime(store, polls, rows, timeline, now);
+        stores_done.fetch_add(1, Ordering::Relaxed);
+        result
+    };
+    // Two halves by poll count, one per core: the work per store is proportional to its polls.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if threads == 1 || groups.len() < 256 {
+        return groups.iter().map(one_store).collect();
+    }
+    let total: usize = groups.iter().map(|g| g.1.len()).sum();
+    let mut parts = Vec::with_capacity(threads);
+    let mut rest = &groups[..];
+    for i in (1..threads).rev() {
+        let target = rest.iter().map(|g| g.1.len()).sum::<usize>() / (i + 1);
+        let mut taken = 0;
+        let cut = rest
+            .iter()
+            .position(|g| {
+                taken += g.1.len();
+                taken >= target
+            })
+            .map_or(rest.len(), |p| p + 1);
+        let (head, tail) = rest.split_at(cut);
+        parts.push(head);
+        rest = tail;
+    }
+    parts.push(rest);
+    debug_assert_eq!(parts.iter().flat_map(|p| p.iter()).map(|g| g.1.len()).sum::<usize>(), total);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            parts.iter().map(|part| scope.spawn(move || part.iter().map(one_store).collect::<Vec<_>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    })
+}
+
+/// How many stores the report will have: those with a poll in the lookback range.
+pub fn stores_in_report(polls: &[Poll], now: Micros) -> usize {
+    store_groups(polls, now).len()
+}
+
+/// Each store's polls within the lookback range `[now − 8 d, now]`.
+fn store_groups(polls: &[Poll], now: Micros) -> Vec<(u32, &[Poll])> {
+    let from = now - LOOKBACK;
+    let mut groups = Vec::new();
+    let mut rest = polls;
+    while let Some(first) = rest.first() {
+        let len = rest.partition_point(|p| p.store == first.store);
+        let (store_polls, tail) = rest.split_at(len);
+        let start = store_polls.partition_point(|p| p.at < from);
+        let end = store_polls.partition_point(|p| p.at <= now);
+        if start < end {
+            groups.push((first.store, &store_polls[start..end]));
+        }
+        rest = tail;
+    }
+    groups
+}
+
+fn hours_by_store(rows: &[HoursRow]) -> HashMap<u32, Vec<HoursRow>> {
+    let mut by_store: HashMap<u32, Vec<HoursRow>> = HashMap::new();
+    for row in rows {
+        by_store.entry(row.store).or_default().push(*row);
+    }
+    by_store
+}
+
+/// One timeline per zone in use, covering every instant a business interval near the lookback range
+/// can start or end at (local dates reach a day beyond it on either side, and offsets stay within ±1 d).
+fn timelines(zones: &HashMap<u32, Tz>, now: Micros) -> HashMap<Tz, ZoneTimeline> {
+    let (from, to) = (now - LOOKBACK - 3 * DAY, now + 3 * DAY);
+    let mut distinct: Vec<Tz> = zones.values().copied().collect();
+    distinct.push(DEFAULT_ZONE);
+    distinct.sort_unstable_by_key(|tz| tz.name());
+    distinct.dedup();
+    distinct.into_iter().map(|tz| (tz, ZoneTimeline::new(tz, from, to))).collect()
+}
+
+/// The store's business time as sorted, disjoint, non-touching `[start, end)` UTC intervals, limited to
+/// what can meet `[from, to]`. `None` when the store has no hour rows: open all the time.
+fn business_intervals(
+    rows: &[HoursRow],
+    timeline: &ZoneTimeline,
+    from: Micros,
+    to: Micros,
+) -> Option<Vec<(Micros, Micros)>> {
+    if rows.is_empty() {
+        return None;
+    }
+    let local_day = |utc: Micros| (utc + timeline.offset(utc)).div_euclid(DAY);
+    // A shift that starts the day before the range can reach into it.
+    let (first_day, last_day) = (local_day(from) - 1, local_day(to));
+    let mut intervals = Vec::new();
+    for day in first_day..=last_day {
+        // 1970-01-01 was a Thursday; weekday 0 is Monday.
+        let weekday = (day + 3).rem_euclid(7) as u8;
+        let midnight = day * DAY;
+        for row in rows.iter().filter(|r| r.weekday == weekday) {
+            let end_local = if row.start < row.end {
+                midnight + row.end
+            } else if row.start > row.end {
+                midnight + DAY + row.end
+            } else {
+                midnight + DAY + row.start
+            };
+            let start = timeline.to_utc(midnight + row.start);
+            let end = timeline.to_utc(end_local);
+            // Both ends in one gap make an empty interval; the conversion is monotonic, never inverted.
+            if start < end && end > from && start <= to {
+                intervals.push((start, end));
+            }
+        }
+    }
+    intervals.sort_unstable();
+    let mut merged: Vec<(Micros, Micros)> = Vec::with_capacity(intervals.len());
+    for (start, end) in intervals {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    Some(merged)
+}
+
+fn in_business(intervals: &[(Micros, Micros)], at: Micros) -> bool {
+    let i = intervals.partition_point(|&(start, _)| start <= at);
+    i > 0 && at < intervals[i - 1].1
+}
+
+/// SPEC §2 for one store. `polls` are its polls in the lookback range, sorted, unique.
+pub(crate) fn store_uptime(
+    store: u32,
+    polls: &[Poll],
+    rows: &[HoursRow],
+    timeline: &ZoneTimeline,
+    now: Micros,
+) -> StoreUptime {
+    let business = business_intervals(rows, timeline, now - LOOKBACK, now);
+    let observed: Vec<Poll> = match &business {
+        Some(intervals) => polls.iter().filter(|p| in_business(intervals, p.at)).copied().collect(),
+        None => Vec::new(),
+    };
+    let observations = if observed.is_empty() { polls } else { &observed };
+
+    // Everything below in half-microseconds, so midpoints are integers.
+    let week_start = 2 * (now - WEEK);
+    let end = 2 * now;
+    let business: Vec<(HalfMicros, HalfMicros)> = match business {
+        Some(intervals) => {
+            intervals.iter().map(|&(s, e)| ((2 * s).max(week_start), (2 * e).min(end))).filter(|(s, e)| s < e).collect()
+        }
+        None => vec![(week_start, end)],
+    };
+
+    let mut result = StoreUptime { store, ..StoreUptime::default() };
+    let window_starts = WINDOWS.map(|w| 2 * (now - w));
+    // Walk the observations' cells (each reaches halfway to its neighbours) against business intervals.
+    let mut cell = 0;
+    for &(b_start, b_end) in &business {
+        let mut at = b_start;
+        while at < b_end {
+            // Advance to the cell holding `at`: cell i ends at the midpoint with observation i + 1
+            // (a tie belongs to the earlier observation, which changes no length).
+            while cell + 1 < observations.len() && observations[cell].at + observations[cell + 1].at <= at {
+                cell += 1;
+            }
+            let cell_end = observations.get(cell + 1).map_or(HalfMicros::MAX, |next| observations[cell].at + next.at);
+            let piece_end = cell_end.min(b_end);
+            let totals = if observations[cell].active { &mut result.uptime } else { &mut result.downtime };
+            for (total, &window_start) in totals.iter_mut().zip(&window_starts) {
+                *total += (piece_end - at.max(window_start)).max(0);
+            }
+            at = piece_end;
+        }
+    }
+    result
+}
+
+/// A length in half-microseconds as minutes or hours with two decimals, rounded half up.
+fn two_decimals(length: HalfMicros, unit: Micros) -> String {
+    let unit = i128::from(2 * unit);
+    let hundredths = (i128::from(length) * 100 + unit / 2) / unit;
+    format!("{}.{:02}", hundredths / 100, hundredths % 100)
+}
+
+/// Writes the report CSV: the header, then one line per store sorted by store id (byte order).
+pub fn write_report<'a, W: Write>(
+    out: &mut W,
+    rows: &[StoreUptime],
+    store_id: impl Fn(u32) -> &'a str,
+) -> io::Result<()> {
+    let mut sorted: Vec<(&str, &StoreUptime)> = rows.iter().map(|r| (store_id(r.store), r)).collect();
+    sorted.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    writeln!(out, "{HEADER}")?;
+    for (id, r) in sorted {
+        // Ids are written as read; one with a comma, quote or line break needs CSV quoting.
+        if id.contains([',', '"', '\n', '\r']) {
+            write!(out, "\"{}\"", id.replace('"', "\"\""))?;
+        } else {
+            out.write_all(id.as_bytes())?;
+        }
+        writeln!(
+            out,
+            ",{},{},{},{},{},{}",
+            two_decimals(r.uptime[0], 60 * MICROS_PER_SECOND),
+            two_decimals(r.uptime[1], HOUR),
+            two_decimals(r.uptime[2], HOUR),
+            two_decimals(r.downtime[0], 60 * MICROS_PER_SECOND),
+            two_decimals(r.downtime[1], HOUR),
+            two_decimals(r.downtime[2], HOUR),
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
