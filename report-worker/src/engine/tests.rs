@@ -1,1 +1,504 @@
+//! One named test per rule of SPEC §1–§2, then property tests against a brute-force sampler.
 
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::AtomicUsize;
+
+use chrono::{DateTime, LocalResult, TimeZone};
+use chrono_tz::Tz;
+use proptest::prelude::*;
+use shared_model::input::{self, HoursRow, Poll, StoreIds};
+
+use super::*;
+
+/// The report of three CSV texts (an empty text: the file is absent), as the CLI would write it.
+fn report(polls: &str, hours: &str, zones: &str) -> String {
+    let mut stores = StoreIds::new();
+    // Far in the future: no poll in these tests is rejected as "from the future" unless a test says so.
+    let loaded_at = 4_000_000_000 * MICROS_PER_SECOND;
+    let polls = input::read_polls_bytes(Path::new("store_status.csv"), polls.as_bytes(), &mut stores, loaded_at)
+        .expect("polls file");
+    let hours = if hours.is_empty() {
+        Vec::new()
+    } else {
+        input::read_hours_bytes(Path::new("business_hours.csv"), hours.as_bytes(), &mut stores).expect("hours").rows
+    };
+    let zones: HashMap<u32, Tz> = if zones.is_empty() {
+        HashMap::new()
+    } else {
+        input::read_zones_bytes(Path::new("timezones.csv"), zones.as_bytes(), &mut stores)
+            .expect("zones")
+            .rows
+            .into_iter()
+            .filter_map(|r| r.zone.map(|z| (r.store, z)))
+            .collect()
+    };
+    let mut out = Vec::new();
+    if let Some(now) = latest_poll(&polls.polls) {
+        let rows = compute(Inputs { polls: &polls.polls, hours: &hours, zones: &zones }, now, &AtomicUsize::new(0));
+        write_report(&mut out, &rows, |k| stores.id(k)).expect("write to memory");
+    } else {
+        write_report(&mut out, &[], |k| stores.id(k)).expect("write to memory");
+    }
+    String::from_utf8(out).expect("utf-8")
+}
+
+/// The report line of one store, without its id.
+fn line<'a>(report: &'a str, store: &str) -> &'a str {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix(store).and_then(|rest| rest.strip_prefix(',')))
+        .unwrap_or_else(|| panic!("no line for {store} in\n{report}"))
+}
+
+const POLLS: &str = "store_id,timestamp_utc,status\n";
+const HOURS: &str = "store_id,dayOfWeek,start_time_local,end_time_local\n";
+const ZONES: &str = "store_id,timezone_str\n";
+
+#[test]
+fn worked_example_of_the_spec() {
+    let r = report(
+        &format!(
+            "{POLLS}A,2023-01-23 15:14:00 UTC,active\nA,2023-01-23 16:15:00 UTC,inactive\nB,2023-01-23 18:00:00 UTC,active\n"
+        ),
+        &format!("{HOURS}A,0,09:00:00,12:00:00\n"),
+        &format!("{ZONES}A,America/New_York\nB,America/New_York\n"),
+    );
+    assert_eq!(r, format!("{HEADER}\nA,0.00,1.74,1.74,0.00,1.26,1.26\nB,60.00,24.00,168.00,0.00,0.00,0.00\n"));
+}
+
+#[test]
+fn worked_example_is_exact_to_the_microsecond() {
+    // 09:00–10:44:30 up, 10:44:30–12:00 down (New York, Monday 2023-01-23).
+    let polls = [
+        Poll { store: 0, at: 1_674_486_840 * MICROS_PER_SECOND, active: true },
+        Poll { store: 0, at: 1_674_490_500 * MICROS_PER_SECOND, active: false },
+    ];
+    let hours = [HoursRow { store: 0, weekday: 0, start: 9 * HOUR, end: 12 * HOUR }];
+    let zones = HashMap::from([(0, chrono_tz::America::New_York)]);
+    let now = 1_674_496_800 * MICROS_PER_SECOND; // 18:00 UTC, after closing
+    let rows = compute(Inputs { polls: &polls, hours: &hours, zones: &zones }, now, &AtomicUsize::new(0));
+    let up = 2 * (HOUR + 44 * 60 * MICROS_PER_SECOND + 30 * MICROS_PER_SECOND);
+    let down = 2 * (HOUR + 15 * 60 * MICROS_PER_SECOND + 30 * MICROS_PER_SECOND);
+    assert_eq!(rows[0].uptime, [0, up, up]);
+    assert_eq!(rows[0].downtime, [0, down, down]);
+}
+
+#[test]
+fn midpoint_on_half_a_microsecond_is_kept_exactly() {
+    // Two polls one microsecond apart: the boundary is at half a microsecond.
+    let now = 1_700_000_000 * MICROS_PER_SECOND;
+    let polls = [Poll { store: 0, at: now - 1, active: true }, Poll { store: 0, at: now, active: false }];
+    let rows = compute(Inputs { polls: &polls, hours: &[], zones: &HashMap::new() }, now, &AtomicUsize::new(0));
+    assert_eq!(rows[0].downtime, [1, 1, 1], "half a microsecond of downtime");
+    assert_eq!(rows[0].uptime, [2 * HOUR - 1, 2 * DAY - 1, 2 * WEEK - 1]);
+}
+
+#[test]
+fn midpoint_ties_go_to_the_earlier_observation_and_split_evenly() {
+    // Always open; polls at now-2h (up) and now (down): the midpoint now-1h splits the last two hours.
+    let r = report(&format!("{POLLS}s,2024-01-01 10:00:00,active\ns,2024-01-01 12:00:00,inactive\n"), "", "");
+    assert_eq!(line(&r, "s"), "0.00,23.00,167.00,60.00,1.00,1.00");
+}
+
+#[test]
+fn gap_at_a_start_means_the_first_instant_after_the_gap() {
+    // Sunday 2024-03-10, Chicago: 02:30 does not exist; the shift starts at 03:00 CDT = 08:00 UTC.
+    let r = report(
+        &format!("{POLLS}g,2024-03-10 08:30:00,active\ng,2024-03-10 09:30:00,active\n"),
+        &format!("{HOURS}g,6,02:30,05:00\n"),
+        &format!("{ZONES}g,America/Chicago\n"),
+    );
+    // Day: 08:00–09:30 UTC; week adds the previous Sunday's 08:30–11:00 UTC from 09:30 on.
+    assert_eq!(line(&r, "g"), "60.00,1.50,3.00,0.00,0.00,0.00");
+}
+
+#[test]
+fn gap_at_an_end_means_the_first_instant_after_the_gap() {
+    // 00:00–02:30 on 2024-03-10 in Chicago: 06:00 UTC to 03:00 CDT = 08:00 UTC, two hours.
+    let r = report(
+        &format!(
+            "{POLLS}g,2024-03-10 06:30:00,active\ng,2024-03-10 07:30:00,inactive\ng,2024-03-10 09:00:00,inactive\n"
+        ),
+        &format!("{HOURS}g,6,00:00,02:30\n"),
+        &format!("{ZONES}g,America/Chicago\n"),
+    );
+    assert_eq!(line(&r, "g"), "0.00,1.00,1.00,0.00,1.00,1.00");
+}
+
+#[test]
+fn time_occurring_twice_means_its_first_occurrence() {
+    // 2024-11-03 in Chicago, 01:00–02:00 happens twice (CDT then CST).
+    let r = report(
+        &format!(
+            "{POLLS}end,2024-11-03 05:15:00,active\nend,2024-11-03 12:00:00,active\n\
+             start,2024-11-03 07:00:00,inactive\nstart,2024-11-03 12:00:00,inactive\n"
+        ),
+        &format!("{HOURS}end,6,00:00,01:30\nstart,6,01:30,03:00\n"),
+        &format!("{ZONES}end,America/Chicago\nstart,America/Chicago\n"),
+    );
+    // Ends at the first 01:30 (06:30 UTC): 1.5 h, not 2.5 h.
+    assert_eq!(line(&r, "end"), "0.00,1.50,1.50,0.00,0.00,0.00");
+    // Starts at the first 01:30 (06:30 UTC) and ends at 03:00 CST (09:00 UTC): 2.5 h.
+    assert_eq!(line(&r, "start"), "0.00,0.00,0.00,0.00,2.50,2.50");
+}
+
+#[test]
+fn overnight_shift_runs_into_the_next_day_and_closing_time_is_outside() {
+    // Monday 22:00 → Tuesday 02:00 UTC. The poll at exactly 02:00 is outside business hours and unused.
+    let r = report(
+        &format!("{POLLS}n,2024-01-02 01:00:00,inactive\nn,2024-01-02 02:00:00,active\n"),
+        &format!("{HOURS}n,0,22:00,02:00\n"),
+        &format!("{ZONES}n,UTC\n"),
+    );
+    assert_eq!(line(&r, "n"), "0.00,0.00,0.00,60.00,4.00,4.00");
+}
+
+#[test]
+fn start_equal_to_end_is_open_twenty_four_hours() {
+    // Wednesday 09:00 → Thursday 09:00 UTC.
+    let r = report(
+        &format!("{POLLS}e,2024-01-03 10:00:00,inactive\ne,2024-01-04 12:00:00,active\n"),
+        &format!("{HOURS}e,2,09:00,09:00\n"),
+        &format!("{ZONES}e,UTC\n"),
+    );
+    assert_eq!(line(&r, "e"), "0.00,0.00,0.00,0.00,21.00,24.00");
+}
+
+#[test]
+fn ends_at_23_59_and_23_59_59_mean_the_end_of_the_day() {
+    // Tuesday 2024-01-02, UTC; now is Wednesday 00:00, which is outside both stores' hours.
+    let r = report(
+        &format!(
+            "{POLLS}m,2024-01-02 12:00:00,active\nm,2024-01-03 00:00:00,inactive\n\
+             s,2024-01-02 12:00:00,active\ns,2024-01-03 00:00:00,inactive\n"
+        ),
+        &format!("{HOURS}m,1,00:00:00,23:59:00\ns,1,00:00:00,23:59:59\n"),
+        &format!("{ZONES}m,UTC\ns,UTC\n"),
+    );
+    assert_eq!(line(&r, "m"), "60.00,24.00,24.00,0.00,0.00,0.00");
+    assert_eq!(line(&r, "s"), "60.00,24.00,24.00,0.00,0.00,0.00");
+}
+
+#[test]
+fn overlapping_rows_are_counted_once() {
+    let r = report(
+        &format!("{POLLS}o,2024-01-01 10:00:00,active\no,2024-01-01 20:00:00,active\n"),
+        &format!("{HOURS}o,0,09:00,12:00\no,0,11:00,13:00\no,0,12:30,12:45\n"),
+        &format!("{ZONES}o,UTC\n"),
+    );
+    assert_eq!(line(&r, "o"), "0.00,4.00,4.00,0.00,0.00,0.00");
+}
+
+#[test]
+fn store_without_observations_in_business_hours_falls_back_to_all_its_polls() {
+    // Open Monday 09:00–10:00 UTC; polls only outside it. Nearest to 09:00–10:00 is the 07:00 poll.
+    let r = report(
+        &format!("{POLLS}f,2024-01-01 07:00:00,inactive\nf,2024-01-01 13:00:00,active\n"),
+        &format!("{HOURS}f,0,09:00,10:00\n"),
+        &format!("{ZONES}f,UTC\n"),
+    );
+    assert_eq!(line(&r, "f"), "0.00,0.00,0.00,0.00,1.00,1.00");
+}
+
+#[test]
+fn observations_in_business_hours_outrank_nearer_polls_outside() {
+    // The 09:55 poll is outside hours (after 09:50 close) and ignored, though nearest to the end of the shift.
+    let r = report(
+        &format!(
+            "{POLLS}x,2024-01-01 09:05:00,active\nx,2024-01-01 09:55:00,inactive\nx,2024-01-01 12:00:00,inactive\n"
+        ),
+        &format!("{HOURS}x,0,09:00,09:50\n"),
+        &format!("{ZONES}x,UTC\n"),
+    );
+    assert_eq!(line(&r, "x"), "0.00,0.83,0.83,0.00,0.00,0.00");
+}
+
+#[test]
+fn lookback_range_is_eight_days_inclusive() {
+    // Always open. `old` has a poll 1 µs before the range (ignored) and `edge` one exactly at its start.
+    let r = report(
+        &format!(
+            "{POLLS}old,2024-01-01 11:59:59.999999,inactive\nold,2024-01-09 12:00:00,active\n\
+             edge,2024-01-01 12:00:00,inactive\nedge,2024-01-09 12:00:00,active\n\
+             gone,2023-12-31 00:00:00,active\n"
+        ),
+        "",
+        "",
+    );
+    assert_eq!(line(&r, "old"), "60.00,24.00,168.00,0.00,0.00,0.00");
+    // Midpoint at now − 4 d: the first three days of the week are down.
+    assert_eq!(line(&r, "edge"), "60.00,24.00,96.00,0.00,0.00,72.00");
+    assert!(!r.contains("gone"), "a store with no poll in the lookback range is not in the report");
+}
+
+#[test]
+fn duplicate_polls_the_later_row_wins() {
+    let r = report(&format!("{POLLS}d,2024-01-01 12:00:00,inactive\nd,2024-01-01T12:00:00Z,active\n"), "", "");
+    assert_eq!(line(&r, "d"), "60.00,24.00,168.00,0.00,0.00,0.00");
+}
+
+#[test]
+fn polls_more_than_an_hour_after_loading_are_rejected() {
+    let loaded_at = 1_704_110_400 * MICROS_PER_SECOND; // 2024-01-01 12:00 UTC
+    let text = format!(
+        "{POLLS}p,2024-01-01 13:00:00,active\np,2024-01-01 13:00:00.000001,inactive\np,2099-01-01 00:00:00,inactive\n"
+    );
+    let mut stores = StoreIds::new();
+    let file = input::read_polls_bytes(Path::new("s.csv"), text.as_bytes(), &mut stores, loaded_at).expect("reads");
+    assert_eq!(file.polls.len(), 1);
+    assert_eq!(file.summary.rejected.get(&input::RejectReason::FutureTimestamp), Some(&2));
+    assert_eq!(file.summary.samples.iter().map(|s| s.line).collect::<Vec<_>>(), vec![3, 4]);
+}
+
+#[test]
+fn unknown_or_missing_zone_is_america_chicago() {
+    let polls = format!(
+        "{POLLS}mars,2024-01-03 15:00:00,inactive\nnone,2024-01-03 15:00:00,inactive\n\
+         chicago,2024-01-03 15:00:00,inactive\nutc,2024-01-03 15:00:00,inactive\n"
+    );
+    let hours = format!("{HOURS}mars,2,08:00,10:00\nnone,2,08:00,10:00\nchicago,2,08:00,10:00\nutc,2,08:00,10:00\n");
+    let r = report(&polls, &hours, &format!("{ZONES}mars,Mars/Olympus_Mons\nchicago,America/Chicago\nutc,UTC\n"));
+    // 08:00–10:00 CST is 14:00–16:00 UTC: an hour of it lies before now (15:00), and an hour of the
+    // previous Wednesday lies after the week's start.
+    assert_eq!(line(&r, "chicago"), "0.00,0.00,0.00,60.00,1.00,2.00");
+    assert_eq!(line(&r, "mars"), line(&r, "chicago"));
+    assert_eq!(line(&r, "none"), line(&r, "chicago"));
+    assert_eq!(line(&r, "utc"), "0.00,0.00,0.00,0.00,2.00,2.00");
+}
+
+#[test]
+fn store_whose_hour_rows_were_all_rejected_is_open_all_the_time() {
+    let r = report(
+        &format!("{POLLS}b,2024-01-01 12:00:00,inactive\nopen,2024-01-01 12:00:00,inactive\n"),
+        &format!("{HOURS}b,7,09:00:00,17:00:00\nb,2,25:00:00,26:00:00\n"),
+        "",
+    );
+    assert_eq!(line(&r, "b"), "0.00,0.00,0.00,60.00,24.00,168.00");
+    assert_eq!(line(&r, "b"), line(&r, "open"));
+}
+
+#[test]
+fn no_valid_poll_gives_the_header_alone() {
+    assert_eq!(report(&format!("{POLLS},2024-01-01 12:00:00,active\nx,never,active\n"), "", ""), format!("{HEADER}\n"));
+}
+
+#[test]
+fn store_ids_sort_by_bytes_and_odd_ids_are_quoted() {
+    let r = report(
+        &format!(
+            "{POLLS}b,2024-01-01 12:00:00,active\nB,2024-01-01 12:00:00,active\n\"a,1\",2024-01-01 12:00:00,active\n"
+        ),
+        "",
+        "",
+    );
+    let ids: Vec<&str> = r.lines().skip(1).map(|l| l.rsplitn(7, ',').last().unwrap_or_default()).collect();
+    assert_eq!(ids, vec!["B", "\"a,1\"", "b"]);
+}
+
+#[test]
+fn rounding_is_half_up_at_two_decimals() {
+    assert_eq!(two_decimals(2 * 60 * MICROS_PER_SECOND * 5 / 1000, 60 * MICROS_PER_SECOND), "0.01"); // 0.005 min
+    assert_eq!(two_decimals(2 * 60 * MICROS_PER_SECOND * 4 / 1000, 60 * MICROS_PER_SECOND), "0.00");
+    assert_eq!(two_decimals(2 * 168 * HOUR, HOUR), "168.00");
+    assert_eq!(two_decimals(0, HOUR), "0.00");
+}
+
+// ---- Property tests against a brute-force sampler -------------------------------------------------------
+
+const STEP: Micros = 30 * MICROS_PER_SECOND;
+
+/// SPEC §2's local → UTC rules with chrono-tz alone (independent of `ZoneTimeline`). Minute-grained times
+/// only: a gap is walked minute by minute to its end.
+fn reference_utc(tz: Tz, local: Micros) -> Micros {
+    let mut probe = local;
+    loop {
+        let naive = DateTime::from_timestamp_micros(probe).expect("in range").naive_utc();
+        match tz.from_local_datetime(&naive) {
+            LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => return t.timestamp_micros(),
+            LocalResult::None => probe += 60 * MICROS_PER_SECOND,
+        }
+    }
+}
+
+/// Every business interval of the store near `now`, unmerged, straight from the rows.
+fn reference_intervals(rows: &[HoursRow], tz: Tz, now: Micros) -> Option<Vec<(Micros, Micros)>> {
+    if rows.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    let first_day = (now - 12 * DAY).div_euclid(DAY);
+    for day in first_day..first_day + 15 {
+        let weekday = (day + 3).rem_euclid(7) as u8;
+        for r in rows.iter().filter(|r| r.weekday == weekday) {
+            let end = match r.start.cmp(&r.end) {
+                std::cmp::Ordering::Less => day * DAY + r.end,
+                std::cmp::Ordering::Greater => (day + 1) * DAY + r.end,
+                std::cmp::Ordering::Equal => (day + 1) * DAY + r.start,
+            };
+            out.push((reference_utc(tz, day * DAY + r.start), reference_utc(tz, end)));
+        }
+    }
+    Some(out)
+}
+
+/// Samples the last week every 30 s: open? which observation is nearest? Polls and hours are on whole
+/// minutes and zone offsets are whole minutes, so every boundary (an interval end or a midpoint) lies on
+/// the 30 s grid and the sampled totals are exact.
+fn brute_force(polls: &[Poll], rows: &[HoursRow], tz: Tz, now: Micros) -> StoreUptime {
+    let intervals = reference_intervals(rows, tz, now);
+    let open = |t: Micros| intervals.as_ref().is_none_or(|iv| iv.iter().any(|&(s, e)| s <= t && t < e));
+    let in_range: Vec<Poll> = polls.iter().filter(|p| p.at >= now - LOOKBACK && p.at <= now).copied().collect();
+    let inside: Vec<Poll> = in_range.iter().filter(|p| open(p.at)).copied().collect();
+    let observations = if inside.is_empty() { &in_range } else { &inside };
+    let mut result = StoreUptime { store: polls[0].store, ..StoreUptime::default() };
+    let mut t = now - WEEK + STEP / 2;
+    while t < now {
+        if open(t) {
+            let nearest = observations
+                .iter()
+                .min_by_key(|o| ((o.at - t).abs(), o.at))
+                .expect("a store in the report has an observation");
+            let totals = if nearest.active { &mut result.uptime } else { &mut result.downtime };
+            for (total, window) in totals.iter_mut().zip(WINDOWS) {
+                if t >= now - window {
+                    *total += 2 * STEP;
+                }
+            }
+        }
+        t += STEP;
+    }
+    result
+}
+
+const PROPERTY_ZONES: &[Tz] = &[
+    chrono_tz::America::Chicago,
+    chrono_tz::America::New_York,
+    chrono_tz::Australia::Sydney,
+    chrono_tz::Australia::Lord_Howe,
+    chrono_tz::America::Santiago,
+    chrono_tz::Europe::London,
+    chrono_tz::Asia::Kolkata,
+    chrono_tz::Pacific::Chatham,
+    chrono_tz::UTC,
+];
+
+/// Days on which clocks change in 2024 for the zones above (US, EU, Australia, Chile, New Zealand).
+const CLOCK_CHANGE_DAYS: &[&str] =
+    &["2024-03-10", "2024-11-03", "2024-03-31", "2024-10-27", "2024-04-07", "2024-10-06", "2024-09-08", "2024-09-29"];
+
+/// "now" within eight days after a clock change, so the week holds it; on a whole minute.
+fn now_strategy() -> impl Strategy<Value = Micros> {
+    (0..CLOCK_CHANGE_DAYS.len(), 0i64..8 * 1440).prop_map(|(day, minutes)| {
+        let date = chrono::NaiveDate::parse_from_str(CLOCK_CHANGE_DAYS[day], "%Y-%m-%d").expect("date");
+        date.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_micros() + minutes * 60 * MICROS_PER_SECOND
+    })
+}
+
+/// A minute of the day, half the time between 00:00 and 04:00 where clocks change.
+fn minute_of_day() -> impl Strategy<Value = i64> {
+    prop_oneof![0i64..1440, 0i64..240]
+}
+
+fn rows_strategy() -> impl Strategy<Value = Vec<HoursRow>> {
+    prop::collection::vec(
+        (0u8..7, minute_of_day(), prop_oneof![minute_of_day(), Just(1440)]).prop_map(|(weekday, start, end)| {
+            HoursRow { store: 0, weekday, start: start * 60 * MICROS_PER_SECOND, end: end * 60 * MICROS_PER_SECOND }
+        }),
+        0..6,
+    )
+}
+
+/// Polls on whole minutes within nine days before `now`, the last one at `now`.
+fn polls_strategy(now: Micros) -> impl Strategy<Value = Vec<Poll>> {
+    prop::collection::vec((0i64..9 * 1440, any::<bool>()), 0..40).prop_flat_map(move |raw| {
+        any::<bool>().prop_map(move |last_active| {
+            let mut polls: Vec<Poll> = raw
+                .iter()
+                .map(|&(m, active)| Poll { store: 0, at: now - m * 60 * MICROS_PER_SECOND, active })
+                .collect();
+            polls.push(Poll { store: 0, at: now, active: last_active });
+            polls.sort_by_key(|p| p.at);
+            polls.dedup_by_key(|p| p.at);
+            polls
+        })
+    })
+}
+
+fn case_strategy() -> impl Strategy<Value = (Micros, usize, Vec<HoursRow>, Vec<Poll>)> {
+    now_strategy().prop_flat_map(|now| (Just(now), 0..PROPERTY_ZONES.len(), rows_strategy(), polls_strategy(now)))
+}
+
+fn business_time(rows: &[HoursRow], tz: Tz, now: Micros, window: Micros) -> HalfMicros {
+    let intervals = reference_intervals(rows, tz, now);
+    let open = |t: Micros| intervals.as_ref().is_none_or(|iv| iv.iter().any(|&(s, e)| s <= t && t < e));
+    let mut total = 0;
+    let mut t = now - window + STEP / 2;
+    while t < now {
+        if open(t) {
+            total += 2 * STEP;
+        }
+        t += STEP;
+    }
+    total
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn engine_equals_brute_force_sampler((now, zone, rows, polls) in case_strategy()) {
+        let tz = PROPERTY_ZONES[zone];
+        let zones = HashMap::from([(0, tz)]);
+        let rows_out = compute(Inputs { polls: &polls, hours: &rows, zones: &zones }, now, &AtomicUsize::new(0));
+        prop_assert_eq!(rows_out.len(), 1);
+        let expected = brute_force(&polls, &rows, tz, now);
+        prop_assert_eq!(rows_out[0], expected);
+    }
+
+    #[test]
+    fn uptime_plus_downtime_is_business_time((now, zone, rows, polls) in case_strategy()) {
+        let tz = PROPERTY_ZONES[zone];
+        let zones = HashMap::from([(0, tz)]);
+        let got = compute(Inputs { polls: &polls, hours: &rows, zones: &zones }, now, &AtomicUsize::new(0));
+        for (i, window) in WINDOWS.iter().enumerate() {
+            prop_assert_eq!(got[0].uptime[i] + got[0].downtime[i], business_time(&rows, tz, now, *window));
+        }
+    }
+
+    #[test]
+    fn shuffling_input_rows_changes_nothing(
+        (now, zone, rows, polls) in case_strategy(),
+        seed in any::<u64>(),
+    ) {
+        // Three stores sharing the case's data under other ids; the CSV rows then go in a shuffled order.
+        let tz = PROPERTY_ZONES[zone];
+        let stamp = |at: Micros| DateTime::from_timestamp_micros(at).expect("range").format("%Y-%m-%d %H:%M:%S").to_string();
+        let hhmm = |t: Micros| format!("{:02}:{:02}", t / HOUR, t % HOUR / (60 * MICROS_PER_SECOND));
+        let mut poll_lines = Vec::new();
+        let mut hour_lines = Vec::new();
+        let mut zone_lines = Vec::new();
+        for store in ["s1", "s2", "s3"] {
+            poll_lines.extend(polls.iter().map(|p| format!("{store},{},{}", stamp(p.at), if p.active { "active" } else { "inactive" })));
+            hour_lines.extend(rows.iter().map(|r| format!("{store},{},{},{}", r.weekday, hhmm(r.start), hhmm(r.end))));
+            zone_lines.push(format!("{store},{}", tz.name()));
+        }
+        let csv = |header: &str, lines: &[String]| format!("{header}{}\n", lines.join("\n"));
+        let hours_csv = |lines: &[String]| if lines.is_empty() { String::new() } else { csv(HOURS, lines) };
+        let ordered = report(&csv(POLLS, &poll_lines), &hours_csv(&hour_lines), &csv(ZONES, &zone_lines));
+        let mut state = seed | 1;
+        let mut shuffle = |v: &mut Vec<String>| {
+            for i in (1..v.len()).rev() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                v.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+        };
+        shuffle(&mut poll_lines);
+        shuffle(&mut hour_lines);
+        shuffle(&mut zone_lines);
+        let shuffled = report(&csv(POLLS, &poll_lines), &hours_csv(&hour_lines), &csv(ZONES, &zone_lines));
+        prop_assert_eq!(ordered, shuffled);
+    }
+}

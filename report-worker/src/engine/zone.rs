@@ -111,6 +111,10 @@ mod tests {
         chrono_tz::UTC,
     ];
 
+    /// Days after 2022-01-01 on which some zone above changes its clocks (2024 and 2025).
+    const CLOCK_CHANGES: &[i64] =
+        &[799, 820, 827, 981, 1002, 1009, 1030, 1037, 1163, 1184, 1191, 1345, 1366, 1373, 1394, 1401];
+
     fn micros(t: NaiveDateTime) -> Micros {
         t.and_utc().timestamp_micros()
     }
@@ -164,9 +168,14 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
         #[test]
-        fn fast_conversion_equals_chrono_tz(zone in 0..ZONES.len(), day in 0i64..1500, second in 0i64..86_400, micro in 0i64..1_000_000) {
+        fn fast_conversion_equals_chrono_tz(
+            zone in 0..ZONES.len(),
+            day in prop_oneof![0i64..1500, prop::sample::select(CLOCK_CHANGES.to_vec())],
+            second in prop_oneof![0i64..86_400, 0i64..4 * 3600],
+            micro in 0i64..1_000_000,
+        ) {
             let tz = ZONES[zone];
-            // 2022-01-01 onwards: four years of DST rules in both hemispheres.
+            // 2022-01-01 onwards: four years of DST rules in both hemispheres, clock-change days often.
             let local_micros = (18_993 + day) * 86_400 * MICROS_PER_SECOND + second * MICROS_PER_SECOND + micro;
             let local = DateTime::from_timestamp_micros(local_micros).expect("in range").naive_utc();
             let timeline = timeline_around(tz, local);
