@@ -378,6 +378,11 @@ pub(crate) fn store_id(field: &[u8]) -> Result<&str, RejectReason> {
     std::str::from_utf8(id).map_err(|_| RejectReason::MalformedRow)
 }
 
+/// A record as its fields joined by commas, to show a malformed row as it was written.
+pub(crate) fn joined(record: &csv::ByteRecord) -> Vec<u8> {
+    record.iter().collect::<Vec<_>>().join(&b',')
+}
+
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, InputError> {
     std::fs::read(path).map_err(|source| InputError::Unreadable { file: path.to_owned(), source })
 }
@@ -385,3 +390,6 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, InputError> {
 pub(crate) fn display_name(path: &Path) -> String {
     path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
+
+#[cfg(test)]
+mod tests;

@@ -131,7 +131,7 @@ fn parse_chunk(chunk: &[u8], first_line: u64, cols: [usize; 3], latest_allowed: 
         summary.rows_read += 1;
         let (Some(store), Some(time), Some(status)) = (record.get(c_store), record.get(c_time), record.get(c_status))
         else {
-            summary.reject(line, RejectReason::MalformedRow, record.as_slice());
+            summary.reject(line, RejectReason::MalformedRow, &super::joined(&record));
             continue;
         };
         let id = match store_id(store) {

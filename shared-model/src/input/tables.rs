@@ -38,7 +38,7 @@ fn each_row(
                 summary.rows_read += 1;
                 let line = record.position().map_or(line, |p| p.line());
                 if columns.iter().any(|&c| record.get(c).is_none()) {
-                    summary.reject(line, RejectReason::MalformedRow, record.as_slice());
+                    summary.reject(line, RejectReason::MalformedRow, &super::joined(&record));
                 } else {
                     row(line, &record, &columns, &mut summary);
                 }

@@ -1,0 +1,148 @@
+//! The readers against SPEC §1: headers, quoting, every rejection reason, and the parallel path.
+
+use std::path::Path;
+
+use super::*;
+
+const FAR_FUTURE: i64 = 4_000_000_000 * parse::MICROS_PER_SECOND;
+
+fn polls(text: &str) -> PollsFile {
+    read_polls_bytes(Path::new("store_status.csv"), text.as_bytes(), &mut StoreIds::new(), FAR_FUTURE).expect("reads")
+}
+
+#[test]
+fn header_is_found_by_name_with_bom_spaces_quotes_and_extra_columns() {
+    let file = polls(
+        "\u{feff} status , \"extra\",store_id ,timestamp_utc\r\n active ,x,\"s,1\", 2024-01-01 00:00:00 UTC \r\n",
+    );
+    assert_eq!(file.summary.accepted, 1, "{}", file.summary);
+    assert_eq!(file.polls[0].at, 1_704_067_200 * parse::MICROS_PER_SECOND);
+    assert!(file.polls[0].active);
+}
+
+#[test]
+fn every_polls_rejection_reason_is_counted_with_its_line() {
+    let long_id = "x".repeat(MAX_STORE_ID_BYTES + 1);
+    let text = format!(
+        "store_id,timestamp_utc,status\n\
+         ok,2024-01-01 00:00:00,active\n\
+         ,2024-01-01 00:00:00,active\n\
+         {long_id},2024-01-01 00:00:00,active\n\
+         ok,2024-13-01 00:00:00,active\n\
+         ok,2024-01-01 01:00:00,open\n\
+         ok,2024-01-01 02:00:00\n\
+         ok,2024-01-01 03:00:00,inactive\n"
+    );
+    let file = polls(&text);
+    let s = &file.summary;
+    assert_eq!((s.rows_read, s.accepted, s.rejected_total()), (7, 2, 5), "{s}");
+    let seen: Vec<(u64, RejectReason)> = s.samples.iter().map(|r| (r.line, r.reason)).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (3, RejectReason::EmptyStoreId),
+            (4, RejectReason::StoreIdTooLong),
+            (5, RejectReason::BadTimestamp),
+            (6, RejectReason::BadStatus),
+            (7, RejectReason::MalformedRow),
+        ]
+    );
+}
+
+#[test]
+fn store_id_of_exactly_64_bytes_is_accepted_and_ids_are_compared_byte_for_byte() {
+    let id = "é".repeat(32);
+    let file = polls(&format!(
+        "store_id,timestamp_utc,status\n{id},2024-01-01 00:00:00,active\nA,2024-01-01 00:00:00,active\na,2024-01-01 00:00:00,active\n"
+    ));
+    assert_eq!(file.summary.accepted, 3);
+    assert_eq!(file.polls.iter().map(|p| p.store).collect::<std::collections::BTreeSet<_>>().len(), 3);
+}
+
+#[test]
+fn missing_required_column_fails_the_whole_file() {
+    let err = read_polls_bytes(Path::new("store_status.csv"), b"store_id,status\n", &mut StoreIds::new(), 0)
+        .expect_err("no timestamp column");
+    assert_eq!(
+        err.to_string(),
+        "store_status.csv: missing required column \"timestamp_utc\" (header: store_id,status)"
+    );
+    let err = read_zones_bytes(Path::new("timezones.csv"), b"", &mut StoreIds::new()).expect_err("empty file");
+    assert!(err.to_string().contains("missing required column"));
+}
+
+#[test]
+fn hours_accept_day_or_day_of_week_and_flag_stores_with_only_bad_rows() {
+    let mut stores = StoreIds::new();
+    let file = read_hours_bytes(
+        Path::new("menu_hours.csv"),
+        b"store_id,day,start_time_local,end_time_local\na,0,09:00,17:00\nb,9,09:00,17:00\nb,1,24:00,17:00\nc,1,10:00,25:00\n",
+        &mut stores,
+    )
+    .expect("reads");
+    assert_eq!(file.rows, vec![HoursRow { store: 0, weekday: 0, start: 9 * 3_600_000_000, end: 17 * 3_600_000_000 }]);
+    assert_eq!(file.stores_with_only_rejected_rows, vec![stores.get("b").expect("b"), stores.get("c").expect("c")]);
+    let reasons: Vec<RejectReason> = file.summary.samples.iter().map(|s| s.reason).collect();
+    assert_eq!(reasons, vec![RejectReason::BadDayOfWeek, RejectReason::BadStartTime, RejectReason::BadEndTime]);
+}
+
+#[test]
+fn unknown_zone_is_kept_as_written_and_counted_and_later_rows_win() {
+    let mut stores = StoreIds::new();
+    let file = read_zones_bytes(
+        Path::new("timezones.csv"),
+        b"store_id,timezone_str\na,Mars/Base\nb,Asia/Beirut\nb,America/Boise\n",
+        &mut stores,
+    )
+    .expect("reads");
+    assert_eq!(file.rows.len(), 2);
+    assert_eq!((file.rows[0].name.as_str(), file.rows[0].zone), ("Mars/Base", None));
+    assert_eq!(file.rows[1].zone, Some(chrono_tz::America::Boise));
+    assert_eq!(file.summary.notes.get("unknown time zones (America/Chicago used)"), Some(&1));
+}
+
+#[test]
+fn parallel_read_of_a_large_file_equals_a_single_chunk_read() {
+    // Over the parallel threshold; a bad row near the end checks that line numbers survive chunking.
+    let mut text = String::from("store_id,status,timestamp_utc\n");
+    for i in 0..120_000u64 {
+        let minute = i % 600;
+        text.push_str(&format!(
+            "store-{},{},2024-01-01 {:02}:{:02}:00.123456 UTC\n",
+            i % 997,
+            if i % 3 == 0 { "inactive" } else { "active" },
+            minute / 60,
+            minute % 60
+        ));
+    }
+    text.push_str("store-1,active,not-a-time\n");
+    assert!(text.len() > 4 << 20);
+    let parallel = polls(&text);
+    // A quote anywhere makes the reader take one chunk.
+    let single = polls(&text.replacen("store_id", "\"store_id\"", 1));
+    assert_eq!(parallel.polls, single.polls);
+    assert_eq!(parallel.summary, single.summary);
+    assert_eq!(parallel.summary.samples[0].line, 120_002);
+    assert_eq!(
+        parallel.summary.notes.get("duplicate polls (the later row won)").copied().unwrap_or(0),
+        120_000 - parallel.polls.len() as u64
+    );
+}
+
+#[test]
+fn data_files_are_found_by_every_accepted_name() {
+    let dir = std::env::temp_dir().join(format!("rm-find-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    assert!(matches!(DataFiles::find(&dir), Err(InputError::NoPollsFile(_))));
+    for name in ["store_status_sample_10k.csv", "menu_hours.csv", "bq-results-20230125-202210-1674678181880.csv"] {
+        std::fs::write(dir.join(name), "").expect("write");
+    }
+    let found = DataFiles::find(&dir).expect("found");
+    assert!(found.polls.ends_with("store_status_sample_10k.csv"));
+    assert!(found.hours.as_deref().is_some_and(|p| p.ends_with("menu_hours.csv")));
+    assert!(found.zones.as_deref().is_some_and(|p| p.ends_with("bq-results-20230125-202210-1674678181880.csv")));
+    std::fs::write(dir.join("store_status.csv"), "").expect("write");
+    assert!(DataFiles::find(&dir).expect("found").polls.ends_with("store_status.csv"), "the exact name wins");
+    let _ = std::fs::remove_dir_all(&dir);
+}
