@@ -1,0 +1,55 @@
+//! Engine and CLI figures on a data folder (default: the bundled sample; for the real-shaped full set,
+//! see README "Benchmarks"):
+//!
+//!     cargo bench -p report-worker --bench engine -- /path/to/folder
+//!
+//! Prints the time to read the files, to compute (best and median of several runs), and to write the CSV.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
+
+use report_worker::cli::load_folder;
+use report_worker::engine::{self, Inputs};
+
+const RUNS: usize = 15;
+
+fn main() -> anyhow::Result<()> {
+    let folder = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .map_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/sample")), PathBuf::from);
+    let loaded_at = chrono::Utc::now().timestamp_micros();
+
+    let started = Instant::now();
+    let data = load_folder(&folder, loaded_at)?;
+    let load = started.elapsed();
+    let now = engine::latest_poll(&data.polls).ok_or_else(|| anyhow::anyhow!("no valid poll in {}", folder.display()))?;
+    let inputs = Inputs { polls: &data.polls, hours: &data.hours, zones: &data.zones };
+
+    let mut times: Vec<Duration> = Vec::with_capacity(RUNS);
+    let mut rows = Vec::new();
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        rows = engine::compute(inputs, now, &AtomicUsize::new(0));
+        times.push(started.elapsed());
+    }
+    times.sort();
+
+    let started = Instant::now();
+    let mut csv = Vec::with_capacity(rows.len() * 64);
+    engine::write_report(&mut csv, &rows, |k| data.stores.id(k))?;
+    let write = started.elapsed();
+
+    println!("data:            {}", folder.display());
+    println!("polls:           {} ({} stores in report)", data.polls.len(), rows.len());
+    println!("read files:      {:>8.1} ms", load.as_secs_f64() * 1e3);
+    println!("engine best:     {:>8.1} ms   median {:.1} ms over {RUNS} runs", ms(times[0]), ms(times[RUNS / 2]));
+    println!("write csv:       {:>8.1} ms   ({} bytes)", ms(write), csv.len());
+    println!("polls/s (engine): {:.1} M", data.polls.len() as f64 / times[RUNS / 2].as_secs_f64() / 1e6);
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
