@@ -1,4 +1,8 @@
 //! The report worker: the uptime engine (pure), the offline CLI, and the queue consumer.
 
 pub mod cli;
+pub mod dataset;
 pub mod engine;
+pub mod job;
+pub mod reports;
+pub mod settings;

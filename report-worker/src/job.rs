@@ -1,0 +1,410 @@
+//! One job message in, one [`Outcome`] out: the whole life of a report attempt, with no broker types, so
+//! it is tested without a consumer loop around it. The consumer turns the outcome into ack / requeue /
+//! dead-letter ([`Outcome::disposition`]).
+//!
+//! Failure policy:
+//! - MySQL errors (connection, pool, lock waits, anything the server answers with) may pass: the job is
+//!   requeued, and the quorum queue's delivery limit dead-letters it if it keeps failing.
+//! - Problems in the data or the job (impossible stored rows, a report too large to number its chunks) do
+//!   not pass: the report is marked Failed with the reason and the job acknowledged.
+//! - On the last delivery the queue allows (`x-delivery-count` ≥ the delivery limit), a retryable failure
+//!   marks the report Failed before the job is dead-lettered, so it never stays Running. When even that is
+//!   impossible (MySQL down, worker killed), the consumer of the dead-letter copy marks it later.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::time::{Duration, Instant};
+
+use diesel::mysql::MysqlConnection;
+use shared_model::db::DbPool;
+use shared_model::input::{HoursRow, Poll};
+use shared_model::messages::ReportJob;
+
+use crate::dataset::{self, Dataset, DatasetError, IngestVersion, RefreshStats};
+use crate::engine::{self, Inputs, StoreUptime};
+use crate::reports::{self, Chunking, Finished, Status, StoreError, Stored};
+use crate::settings::WorkerSettings;
+
+/// A job message as the broker delivered it.
+#[derive(Debug, Clone, Copy)]
+pub struct JobDelivery<'a> {
+    pub body: &'a [u8],
+    /// The AMQP `message_id` (the report id, set by the publisher); used when the body cannot be read.
+    pub message_id: Option<&'a str>,
+    /// Times the queue has delivered this message before (`x-delivery-count`; 0 on the first delivery).
+    pub delivery_count: u32,
+}
+
+/// Where the time of a completed job went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobTimings {
+    pub read: Duration,
+    pub compute: Duration,
+    pub store: Duration,
+    pub total: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The CSV is stored and the report Complete.
+    Completed { report_id: String, stores: u32, csv_bytes: usize, chunks: u32, timings: JobTimings },
+    /// Nothing to do: the report was already Complete or Failed (a redelivery or a duplicate).
+    AlreadyFinished { report_id: String, status: Status },
+    /// A permanent problem: the report is marked Failed with `reason`.
+    Failed { report_id: String, reason: String },
+    /// No report has this id: nothing to compute or mark.
+    UnknownReport { report_id: String },
+    /// The message is not a job; `report_id` is the message id when it named a report (marked Failed).
+    Malformed { reason: String, report_id: Option<String> },
+    /// A failure that may pass: deliver the job again.
+    Retry { report_id: String, reason: String },
+    /// A retryable failure on the last delivery the queue allows. `marked`: the report reads Failed.
+    GaveUp { report_id: String, reason: String, marked: bool },
+}
+
+/// What the consumer does with the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    Ack,
+    Requeue,
+    /// Reject without requeue: the queue moves it to the dead-letter exchange.
+    DeadLetter,
+}
+
+impl Outcome {
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            Outcome::Completed { .. }
+            | Outcome::AlreadyFinished { .. }
+            | Outcome::Failed { .. }
+            | Outcome::UnknownReport { .. } => Disposition::Ack,
+            Outcome::Retry { .. } => Disposition::Requeue,
+            Outcome::Malformed { .. } | Outcome::GaveUp { .. } => Disposition::DeadLetter,
+        }
+    }
+}
+
+/// Why an attempt stopped.
+#[derive(Debug)]
+enum JobError {
+    Retryable(String),
+    Permanent(String),
+}
+
+impl From<diesel::result::Error> for JobError {
+    fn from(e: diesel::result::Error) -> Self {
+        JobError::Retryable(format!("MySQL error: {e}"))
+    }
+}
+
+impl From<diesel::r2d2::PoolError> for JobError {
+    fn from(e: diesel::r2d2::PoolError) -> Self {
+        JobError::Retryable(format!("no MySQL connection: {e}"))
+    }
+}
+
+impl From<DatasetError> for JobError {
+    fn from(e: DatasetError) -> Self {
+        match e {
+            DatasetError::Db(e) => JobError::Retryable(format!("reading the data from MySQL failed: {e}")),
+            DatasetError::Data(reason) => JobError::Permanent(format!("the stored data cannot be used: {reason}")),
+        }
+    }
+}
+
+impl From<StoreError> for JobError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Db(e) => JobError::Retryable(format!("storing the report in MySQL failed: {e}")),
+            e @ StoreError::TooLarge(_) => JobError::Permanent(e.to_string()),
+        }
+    }
+}
+
+/// Runs jobs against one database. Keeps the last dataset it read, so the next job fetches only changes.
+pub struct JobHandler {
+    pool: DbPool,
+    settings: WorkerSettings,
+    /// `x-delivery-limit` of the job queue: a delivery with this many earlier ones is the last.
+    delivery_limit: u32,
+    /// Held while a job brings the dataset up to date, so two jobs never merge into it at once.
+    cache: Mutex<Option<Arc<Dataset>>>,
+}
+
+impl JobHandler {
+    pub fn new(pool: DbPool, settings: WorkerSettings, delivery_limit: u32) -> Self {
+        Self { pool, settings, delivery_limit, cache: Mutex::new(None) }
+    }
+
+    /// The ingest state the kept dataset reflects (`None` before the first job).
+    pub fn cached_version(&self) -> Option<IngestVersion> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|d| d.version)
+    }
+
+    /// Forgets the kept dataset: the next job reads everything (benchmarks measure the cold path so).
+    pub fn clear_cache(&self) {
+        *self.cache.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    pub fn handle(&self, delivery: &JobDelivery<'_>) -> Outcome {
+        let job: ReportJob = match serde_json::from_slice(delivery.body) {
+            Ok(job) => job,
+            Err(e) => return self.malformed(delivery, e),
+        };
+        let report_id = job.report_id;
+        log::info!("report_id={report_id} job received (earlier deliveries: {})", delivery.delivery_count);
+        let outcome = match self.attempt(&report_id) {
+            Ok(outcome) => outcome,
+            Err(JobError::Permanent(reason)) => self.fail_permanently(report_id, reason, delivery),
+            Err(JobError::Retryable(reason)) if delivery.delivery_count >= self.delivery_limit => {
+                let reason = format!(
+                    "gave up after {} deliveries of the job; the last attempt failed with: {reason}",
+                    delivery.delivery_count + 1
+                );
+                let marked = self.mark_failed(&report_id, &reason);
+                Outcome::GaveUp { report_id, reason, marked }
+            }
+            Err(JobError::Retryable(reason)) => Outcome::Retry { report_id, reason },
+        };
+        log_outcome(&outcome);
+        outcome
+    }
+
+    fn malformed(&self, delivery: &JobDelivery<'_>, e: serde_json::Error) -> Outcome {
+        let reason = format!("the job message is not a report job ({e})");
+        let report_id = delivery.message_id.filter(|id| !id.is_empty()).map(str::to_owned);
+        if let Some(id) = &report_id {
+            self.mark_failed(id, &format!("{reason}; trigger a new report"));
+        }
+        let outcome = Outcome::Malformed { reason, report_id };
+        log_outcome(&outcome);
+        outcome
+    }
+
+    fn fail_permanently(&self, report_id: String, reason: String, delivery: &JobDelivery<'_>) -> Outcome {
+        let mut conn = match self.pool.get() {
+            Ok(conn) => conn,
+            Err(e) => {
+                return self.retry_or_give_up(report_id, format!("{reason} (and marking it Failed: {e})"), delivery);
+            }
+        };
+        match reports::mark_failed(&mut conn, &report_id, &reason) {
+            Ok(_) => Outcome::Failed { report_id, reason },
+            Err(e) => self.retry_or_give_up(report_id, format!("{reason} (and marking it Failed: {e})"), delivery),
+        }
+    }
+
+    fn retry_or_give_up(&self, report_id: String, reason: String, delivery: &JobDelivery<'_>) -> Outcome {
+        if delivery.delivery_count >= self.delivery_limit {
+            Outcome::GaveUp { report_id, reason, marked: false }
+        } else {
+            Outcome::Retry { report_id, reason }
+        }
+    }
+
+    /// Best effort: when MySQL is unreachable the dead-letter consumer marks the report later.
+    fn mark_failed(&self, report_id: &str, reason: &str) -> bool {
+        let result = self
+            .pool
+            .get()
+            .map_err(|e| e.to_string())
+            .and_then(|mut conn| reports::mark_failed(&mut conn, report_id, reason).map_err(|e| e.to_string()));
+        match result {
+            Ok(marked) => marked,
+            Err(e) => {
+                log::warn!("report_id={report_id} cannot mark the report Failed now: {e}");
+                false
+            }
+        }
+    }
+
+    fn attempt(&self, report_id: &str) -> Result<Outcome, JobError> {
+        let started = Instant::now();
+        let mut conn = self.pool.get()?;
+        match reports::status(&mut conn, report_id)? {
+            None => return Ok(Outcome::UnknownReport { report_id: report_id.to_owned() }),
+            Some(status @ (Status::Complete | Status::Failed)) => {
+                return Ok(Outcome::AlreadyFinished { report_id: report_id.to_owned(), status });
+            }
+            Some(Status::Running) => {}
+        }
+        if !reports::mark_started(&mut conn, report_id)? {
+            // Finished by another delivery between the two statements.
+            return Ok(match reports::status(&mut conn, report_id)? {
+                Some(status) => Outcome::AlreadyFinished { report_id: report_id.to_owned(), status },
+                None => Outcome::UnknownReport { report_id: report_id.to_owned() },
+            });
+        }
+
+        let (data, stats) = self.read_dataset(&mut conn)?;
+        log_refresh(report_id, &stats, data.version);
+        let read = started.elapsed();
+
+        let computing = Instant::now();
+        let now = engine::latest_poll(&data.polls);
+        let rows = match now {
+            Some(now) => self.compute_with_progress(&mut conn, report_id, &data, now)?,
+            None => Vec::new(),
+        };
+        let mut csv = Vec::with_capacity(rows.len() * 64 + engine::HEADER.len() + 1);
+        engine::write_report(&mut csv, &rows, |key| data.store_id(key).unwrap_or_default())
+            .map_err(|e| JobError::Permanent(format!("writing the CSV in memory failed: {e}")))?;
+        let compute = computing.elapsed();
+
+        let storing = Instant::now();
+        let store_count = u32::try_from(rows.len())
+            .map_err(|_| JobError::Permanent(format!("{} stores do not fit in a report row", rows.len())))?;
+        let chunking =
+            Chunking { chunk_bytes: self.settings.chunk_bytes, chunks_per_insert: self.settings.chunks_per_insert() };
+        let stored =
+            reports::store_complete(&mut conn, report_id, Finished { as_of: now, store_count, csv: &csv }, chunking)?;
+        let timings = JobTimings { read, compute, store: storing.elapsed(), total: started.elapsed() };
+        Ok(match stored {
+            Stored::Complete { chunks } => Outcome::Completed {
+                report_id: report_id.to_owned(),
+                stores: store_count,
+                csv_bytes: csv.len(),
+                chunks,
+                timings,
+            },
+            Stored::AlreadyComplete => {
+                Outcome::AlreadyFinished { report_id: report_id.to_owned(), status: Status::Complete }
+            }
+            Stored::Unknown => Outcome::UnknownReport { report_id: report_id.to_owned() },
+        })
+    }
+
+    /// Brings the kept dataset up to date inside one consistent-snapshot transaction and hands out a
+    /// shared reference to it; the lock is released before the report is computed.
+    fn read_dataset(&self, conn: &mut MysqlConnection) -> Result<(Arc<Dataset>, RefreshStats), JobError> {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        // Refresh a copy of the handle: on error the kept dataset stays as it was.
+        let mut working = cache.clone();
+        let stats = dataset::with_consistent_snapshot(conn, |conn| dataset::refresh(&mut working, conn))?;
+        let data = working.ok_or_else(|| JobError::Retryable("the data was not read".into()))?;
+        *cache = Some(Arc::clone(&data));
+        Ok((data, stats))
+    }
+
+    /// Runs the engine while a ticker writes `stores_done` / `stores_total` every `progress_interval_ms`
+    /// (the read transaction is over by now, so these writes are visible at once).
+    fn compute_with_progress(
+        &self,
+        conn: &mut MysqlConnection,
+        report_id: &str,
+        data: &Dataset,
+        now: engine::Micros,
+    ) -> Result<Vec<StoreUptime>, JobError> {
+        let total = engine::stores_in_report(&data.polls, now);
+        let total_u32 = u32::try_from(total).unwrap_or(u32::MAX);
+        reports::set_progress(conn, report_id, 0, total_u32)?;
+        let done = AtomicUsize::new(0);
+        let interval = Duration::from_millis(self.settings.progress_interval_ms);
+        let (stop, stopped) = mpsc::channel::<()>();
+        let done = &done;
+        let rows = std::thread::scope(|scope| {
+            scope.spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    let n = u32::try_from(done.load(Ordering::Relaxed)).unwrap_or(u32::MAX);
+                    if let Err(e) = reports::set_progress(conn, report_id, n, total_u32) {
+                        // Progress is a courtesy; the report itself does not depend on it.
+                        log::warn!("report_id={report_id} cannot write progress: {e}");
+                    }
+                }
+            });
+            let inputs = Inputs { polls: &data.polls, hours: &data.hours, zones: &data.zones };
+            let rows = match self.settings.debug_delay_per_store_micros {
+                0 => engine::compute(inputs, now, done),
+                delay => compute_store_by_store(inputs, now, done, Duration::from_micros(delay)),
+            };
+            drop(stop);
+            rows
+        });
+        Ok(rows)
+    }
+}
+
+/// The test aid behind `debug_delay_per_store_micros`: the engine called once per store with a pause
+/// after each. Stores are independent in the engine, so the rows equal those of one call.
+fn compute_store_by_store(
+    inputs: Inputs<'_>,
+    now: engine::Micros,
+    done: &AtomicUsize,
+    delay: Duration,
+) -> Vec<StoreUptime> {
+    let mut hours: HashMap<u32, Vec<HoursRow>> = HashMap::new();
+    for row in inputs.hours {
+        hours.entry(row.store).or_default().push(*row);
+    }
+    let mut rows = Vec::new();
+    let mut rest: &[Poll] = inputs.polls;
+    while let Some(first) = rest.first() {
+        let (store_polls, tail) = rest.split_at(rest.partition_point(|p| p.store == first.store));
+        rest = tail;
+        let zones: HashMap<_, _> = inputs.zones.get(&first.store).map(|tz| (first.store, *tz)).into_iter().collect();
+        let store_hours = hours.get(&first.store).map_or(&[][..], Vec::as_slice);
+        let one = engine::compute(Inputs { polls: store_polls, hours: store_hours, zones: &zones }, now, done);
+        if !one.is_empty() {
+            rows.extend(one);
+            std::thread::sleep(delay);
+        }
+    }
+    rows
+}
+
+fn log_refresh(report_id: &str, stats: &RefreshStats, version: IngestVersion) {
+    let what = if stats.full_read {
+        format!("read all {} polls and {} stores", stats.polls_read, stats.stores_read)
+    } else {
+        format!("merged {} changed polls ({} new stores)", stats.polls_read, stats.stores_read)
+    };
+    let tables = match (stats.hours_read, stats.zones_read) {
+        (None, None) => String::new(),
+        (hours, zones) => format!(
+            ", hours rows {}, zones {} ({} unknown names)",
+            hours.map_or("kept".into(), |n| n.to_string()),
+            zones.map_or("kept".into(), |n| n.to_string()),
+            stats.unknown_zones
+        ),
+    };
+    log::info!(
+        "report_id={report_id} data as of load_id={} hours_snapshot={:?} zones_snapshot={:?}: {what}{tables} in {:.0} ms",
+        version.settled_load_id,
+        version.hours_snapshot,
+        version.zones_snapshot,
+        stats.elapsed.as_secs_f64() * 1e3
+    );
+}
+
+fn log_outcome(outcome: &Outcome) {
+    match outcome {
+        Outcome::Completed { report_id, stores, csv_bytes, chunks, timings } => log::info!(
+            "report_id={report_id} Complete: {stores} stores, {csv_bytes} bytes in {chunks} chunks; read {:.0} ms, \
+             compute {:.0} ms, store {:.0} ms, total {:.0} ms",
+            ms(timings.read),
+            ms(timings.compute),
+            ms(timings.store),
+            ms(timings.total)
+        ),
+        Outcome::AlreadyFinished { report_id, status } => {
+            log::info!("report_id={report_id} already {}: acknowledged without work", status.as_str())
+        }
+        Outcome::Failed { report_id, reason } => log::error!("report_id={report_id} Failed: {reason}"),
+        Outcome::UnknownReport { report_id } => {
+            log::error!("report_id={report_id} no such report: job dropped")
+        }
+        Outcome::Malformed { reason, report_id } => {
+            log::error!("report_id={} {reason}: dead-lettered", report_id.as_deref().unwrap_or("?"))
+        }
+        Outcome::Retry { report_id, reason } => log::warn!("report_id={report_id} will be retried: {reason}"),
+        Outcome::GaveUp { report_id, reason, marked } => log::error!(
+            "report_id={report_id} dead-lettered{}: {reason}",
+            if *marked { " and marked Failed" } else { " (not yet marked Failed)" }
+        ),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}

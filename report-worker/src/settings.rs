@@ -1,0 +1,117 @@
+//! The worker's settings: `database`, `amqp` (shared pieces) and `worker` (this binary's own knobs).
+//! Loaded with [`shared_model::settings::load`]: defaults, `config/*.yaml`, `APP__WORKER__PREFETCH=4`-style
+//! variables, then `DATABASE_URL` / `AMQP_URL`. Tests build the struct directly.
+
+use serde::Deserialize;
+use shared_model::settings::{AmqpSettings, DatabaseSettings};
+
+/// MySQL's default `max_allowed_packet` is 16 MiB (MariaDB 10.11; MySQL 8 allows 64 MiB). One INSERT of
+/// chunks stays under this, which leaves room for the statement around the data.
+pub const MAX_INSERT_BYTES_LIMIT: usize = 15 << 20;
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+pub struct Settings {
+    #[serde(default)]
+    pub database: DatabaseSettings,
+    #[serde(default)]
+    pub amqp: AmqpSettings,
+    #[serde(default)]
+    pub worker: WorkerSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct WorkerSettings {
+    /// Jobs the broker hands this worker before it acknowledges one (`basic.qos`).
+    pub prefetch: u16,
+    /// Bytes of CSV per `report_chunks` row.
+    pub chunk_bytes: usize,
+    /// Bytes of chunk data per INSERT statement: several chunks share one statement while they fit.
+    pub max_insert_bytes: usize,
+    /// How often the progress of a running report is written to its row.
+    pub progress_interval_ms: u64,
+    /// Test aid, 0 in production: sleep this long after each store so a test can observe progress or
+    /// kill a worker in the middle of a report. When non-zero, stores are computed one at a time.
+    pub debug_delay_per_store_micros: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            prefetch: 1,
+            chunk_bytes: 1 << 20,
+            max_insert_bytes: 8 << 20,
+            progress_interval_ms: 250,
+            debug_delay_per_store_micros: 0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SettingsError {
+    #[error("worker.prefetch must be at least 1")]
+    ZeroPrefetch,
+    #[error("worker.chunk_bytes must be between 1 and {MAX_INSERT_BYTES_LIMIT} (got {0})")]
+    ChunkBytes(usize),
+    #[error(
+        "worker.max_insert_bytes must be between worker.chunk_bytes ({chunk}) and {MAX_INSERT_BYTES_LIMIT} \
+         (got {got}); MySQL refuses packets over max_allowed_packet (16 MiB by default)"
+    )]
+    MaxInsertBytes { chunk: usize, got: usize },
+    #[error("worker.progress_interval_ms must be at least 1")]
+    ZeroProgressInterval,
+}
+
+impl WorkerSettings {
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.prefetch == 0 {
+            return Err(SettingsError::ZeroPrefetch);
+        }
+        if self.chunk_bytes == 0 || self.chunk_bytes > MAX_INSERT_BYTES_LIMIT {
+            return Err(SettingsError::ChunkBytes(self.chunk_bytes));
+        }
+        if self.max_insert_bytes < self.chunk_bytes || self.max_insert_bytes > MAX_INSERT_BYTES_LIMIT {
+            return Err(SettingsError::MaxInsertBytes { chunk: self.chunk_bytes, got: self.max_insert_bytes });
+        }
+        if self.progress_interval_ms == 0 {
+            return Err(SettingsError::ZeroProgressInterval);
+        }
+        Ok(())
+    }
+
+    /// Chunks per INSERT statement.
+    pub fn chunks_per_insert(&self) -> usize {
+        (self.max_insert_bytes / self.chunk_bytes.max(1)).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_keep_one_insert_under_the_packet_limit() {
+        let s = WorkerSettings::default();
+        assert_eq!(s.validate(), Ok(()));
+        assert!(s.chunks_per_insert() * s.chunk_bytes <= MAX_INSERT_BYTES_LIMIT);
+        assert_eq!(s.prefetch, 1);
+    }
+
+    #[test]
+    fn settings_that_would_break_mysql_are_refused() {
+        let s = WorkerSettings { chunk_bytes: 20 << 20, ..WorkerSettings::default() };
+        assert_eq!(s.validate(), Err(SettingsError::ChunkBytes(20 << 20)));
+        let s = WorkerSettings { chunk_bytes: 1 << 20, max_insert_bytes: 1 << 10, ..WorkerSettings::default() };
+        assert!(matches!(s.validate(), Err(SettingsError::MaxInsertBytes { .. })));
+        let s = WorkerSettings { prefetch: 0, ..WorkerSettings::default() };
+        assert_eq!(s.validate(), Err(SettingsError::ZeroPrefetch));
+    }
+
+    #[test]
+    fn a_partial_worker_section_keeps_the_other_defaults() {
+        let s: Settings = serde_json::from_str(r#"{"worker": {"prefetch": 4}}"#).expect("parses");
+        assert_eq!(s.worker.prefetch, 4);
+        assert_eq!(s.worker.chunk_bytes, WorkerSettings::default().chunk_bytes);
+        assert_eq!(s.database, DatabaseSettings::default());
+    }
+}
