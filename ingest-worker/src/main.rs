@@ -1,1 +1,135 @@
-fn main() {}
+//! `ingest-worker [run]` loads at start and every interval; `--once` loads once; `migrate` only migrates.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use ingest_worker::{Settings, load_once, scheduler};
+use log::{error, info};
+use shared_model::db;
+
+const USAGE: &str = "\
+usage: ingest-worker [run]   apply migrations, load DATA_DIR now and every ingest_interval_seconds
+       ingest-worker --once  apply migrations, load once; exit 0 if every file loaded, 1 otherwise
+       ingest-worker migrate apply migrations and exit
+settings: DATABASE_URL, DATA_DIR, APP__INGEST_INTERVAL_SECONDS, APP__INGEST_LOCK_WAIT_SECONDS (or config/*.yaml)";
+
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    Run,
+    Once,
+    Migrate,
+    Help,
+}
+
+/// Three words do not need an argument parser.
+fn parse_args(args: &[String]) -> Result<Command, String> {
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] | ["run"] => Ok(Command::Run),
+        ["--once"] | ["run", "--once"] => Ok(Command::Once),
+        ["migrate"] => Ok(Command::Migrate),
+        ["-h"] | ["--help"] | ["help"] => Ok(Command::Help),
+        other => Err(format!("unexpected arguments: {}", other.join(" "))),
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match parse_args(&args) {
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(command) => command,
+        Err(message) => {
+            eprintln!("{message}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(command) {
+        Ok(code) => code,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let settings: Settings = shared_model::settings::load().context("cannot read the settings")?;
+    migrate(&settings)?;
+    match command {
+        Command::Migrate | Command::Help => Ok(ExitCode::SUCCESS),
+        Command::Once => {
+            let report = load_once(&settings)?;
+            Ok(if report.succeeded() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Run => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(scheduler::run(settings, shutdown_signal()));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let mut conn = db::connect(&settings.database.url)?;
+    let applied = db::run_migrations(&mut conn)?;
+    if applied.is_empty() {
+        info!("database schema up to date ({})", db::redact_url(&settings.database.url));
+    } else {
+        info!("applied migrations {} to {}", applied.join(", "), db::redact_url(&settings.database.url));
+    }
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM (what `docker stop` sends).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => info!("Ctrl-C received"),
+        () = terminate => info!("SIGTERM received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, String> {
+        parse_args(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn commands() {
+        assert_eq!(parse(&[]), Ok(Command::Run));
+        assert_eq!(parse(&["run"]), Ok(Command::Run));
+        assert_eq!(parse(&["--once"]), Ok(Command::Once));
+        assert_eq!(parse(&["migrate"]), Ok(Command::Migrate));
+        assert_eq!(parse(&["--help"]), Ok(Command::Help));
+        assert!(parse(&["--twice"]).is_err());
+        assert!(parse(&["migrate", "--once"]).is_err());
+    }
+}

@@ -1,1 +1,159 @@
-//! Models and queries for the `loads` table (owned by the ingest work).
+//! Models and queries for the `loads` table (owned by the ingest work): the record of every load of every
+//! file (SPEC §4). A load starts as `running` and ends as `loaded`, `unchanged` or `failed`; a record left
+//! `running` by a worker that died is marked `failed` by the next worker that takes the ingest lock.
+
+use chrono::NaiveDateTime;
+use diesel::mysql::MysqlConnection;
+use diesel::prelude::*;
+use diesel::sql_types::Unsigned;
+
+use crate::schema::loads;
+
+/// The life of a load record; the strings are what the `status` column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LoadStatus {
+    Running,
+    /// The file was read and its rows written.
+    Loaded,
+    /// Same size and digest as the last successful load of that kind: nothing was written.
+    Unchanged,
+    Failed,
+}
+
+impl LoadStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadStatus::Running => "running",
+            LoadStatus::Loaded => "loaded",
+            LoadStatus::Unchanged => "unchanged",
+            LoadStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<LoadStatus> {
+        [LoadStatus::Running, LoadStatus::Loaded, LoadStatus::Unchanged, LoadStatus::Failed]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+/// One row of `loads`.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = loads, check_for_backend(diesel::mysql::Mysql))]
+pub struct Load {
+    pub load_id: u64,
+    pub file_kind: String,
+    pub file_name: String,
+    pub file_bytes: Option<u64>,
+    pub file_digest: Option<String>,
+    pub status: String,
+    pub started_at: NaiveDateTime,
+    pub finished_at: Option<NaiveDateTime>,
+    pub rows_read: u64,
+    pub rows_loaded: u64,
+    pub rows_rejected: u64,
+    /// JSON object: reason → count.
+    pub rejected_by_reason: Option<String>,
+    /// JSON array of `{line, reason, value}`.
+    pub sample_rejections: Option<String>,
+    /// JSON object: note → count.
+    pub notes: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = loads)]
+struct NewLoad<'a> {
+    file_kind: &'a str,
+    file_name: &'a str,
+    status: &'a str,
+    started_at: NaiveDateTime,
+}
+
+/// How a load ended: everything `finish` writes. `None` columns are written as NULL.
+#[derive(Debug, Clone, Default, PartialEq, Eq, AsChangeset)]
+#[diesel(table_name = loads, treat_none_as_null = true)]
+pub struct LoadEnd {
+    pub status: String,
+    pub finished_at: Option<NaiveDateTime>,
+    pub file_bytes: Option<u64>,
+    pub file_digest: Option<String>,
+    pub rows_read: u64,
+    pub rows_loaded: u64,
+    pub rows_rejected: u64,
+    pub rejected_by_reason: Option<String>,
+    pub sample_rejections: Option<String>,
+    pub notes: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The longest file name the column holds; longer names are cut (they only label the record).
+pub const FILE_NAME_MAX_CHARS: usize = 255;
+
+#[derive(QueryableByName)]
+struct LastId {
+    #[diesel(sql_type = Unsigned<diesel::sql_types::BigInt>)]
+    id: u64,
+}
+
+/// Inserts a `running` record and returns its `load_id`.
+pub fn start(
+    conn: &mut MysqlConnection,
+    file_kind: &str,
+    file_name: &str,
+    started_at: NaiveDateTime,
+) -> QueryResult<u64> {
+    let file_name: String = file_name.chars().take(FILE_NAME_MAX_CHARS).collect();
+    diesel::insert_into(loads::table)
+        .values(NewLoad { file_kind, file_name: &file_name, status: LoadStatus::Running.as_str(), started_at })
+        .execute(conn)?;
+    Ok(diesel::sql_query("SELECT LAST_INSERT_ID() AS id").get_result::<LastId>(conn)?.id)
+}
+
+/// Writes how the load ended.
+pub fn finish(conn: &mut MysqlConnection, load_id: u64, end: &LoadEnd) -> QueryResult<()> {
+    diesel::update(loads::table.find(load_id)).set(end).execute(conn).map(drop)
+}
+
+pub fn get(conn: &mut MysqlConnection, load_id: u64) -> QueryResult<Load> {
+    loads::table.find(load_id).select(Load::as_select()).first(conn)
+}
+
+/// The latest record of a kind whatever its status (the one an operator looks at first).
+pub fn latest(conn: &mut MysqlConnection, file_kind: &str) -> QueryResult<Option<Load>> {
+    loads::table
+        .filter(loads::file_kind.eq(file_kind))
+        .order(loads::load_id.desc())
+        .select(Load::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// The latest `loaded` or `unchanged` record of a kind: what the database holds for that kind came from
+/// the file it describes, so a file of the same size and digest need not be read again.
+pub fn last_successful(conn: &mut MysqlConnection, file_kind: &str) -> QueryResult<Option<Load>> {
+    loads::table
+        .filter(loads::file_kind.eq(file_kind))
+        .filter(loads::status.eq_any([LoadStatus::Loaded.as_str(), LoadStatus::Unchanged.as_str()]))
+        .order(loads::load_id.desc())
+        .select(Load::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Marks records still `running` as failed. Only the holder of the ingest lock may call this: then no
+/// other load can be in progress, so a `running` record belongs to a worker that stopped mid-load.
+pub fn fail_interrupted(conn: &mut MysqlConnection, now: NaiveDateTime) -> QueryResult<usize> {
+    diesel::update(loads::table.filter(loads::status.eq(LoadStatus::Running.as_str())))
+        .set((
+            loads::status.eq(LoadStatus::Failed.as_str()),
+            loads::finished_at.eq(now),
+            loads::error.eq("interrupted: the worker stopped before this load finished"),
+        ))
+        .execute(conn)
+}
+
+/// Every record, oldest first (tests and operators' tools).
+pub fn all(conn: &mut MysqlConnection) -> QueryResult<Vec<Load>> {
+    loads::table.order(loads::load_id.asc()).select(Load::as_select()).load(conn)
+}

@@ -1,1 +1,179 @@
-//! Models and queries for the `snapshots` table (owned by the ingest work).
+//! Models and queries for `snapshots` and `current_snapshots` (owned by the ingest work), and the rows
+//! that hang off a snapshot: `business_hours` and `store_timezones`.
+//!
+//! A snapshot is one whole hours or zones file. Its rows are written under a fresh `snapshot_id` that no
+//! reader looks at; then `current_snapshots` is pointed at it in one short transaction. A reader that reads
+//! the pointer and the rows in one transaction therefore sees one file, old or new, never a mix. A NULL
+//! pointer means "no file": every store open all the time (hours) or in America/Chicago (zones).
+
+use chrono::NaiveDateTime;
+use diesel::mysql::MysqlConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Unsigned};
+
+use crate::schema::{business_hours, current_snapshots, snapshots, store_timezones};
+
+/// The two inputs kept as snapshots. The strings are what `file_kind` holds (the same as the load kinds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SnapshotKind {
+    Hours,
+    Zones,
+}
+
+impl SnapshotKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotKind::Hours => "hours",
+            SnapshotKind::Zones => "zones",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = snapshots, check_for_backend(diesel::mysql::Mysql))]
+pub struct Snapshot {
+    pub snapshot_id: u64,
+    pub file_kind: String,
+    pub load_id: u64,
+    pub created_at: NaiveDateTime,
+}
+
+/// Where a kind's pointer stands: the snapshot readers use and the load that moved the pointer there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Queryable)]
+pub struct CurrentSnapshot {
+    pub snapshot_id: Option<u64>,
+    pub load_id: Option<u64>,
+}
+
+/// One row of `business_hours`. Times are microseconds since local midnight; `end_us` may be 24:00.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = business_hours, check_for_backend(diesel::mysql::Mysql))]
+pub struct BusinessHoursRow {
+    pub snapshot_id: u64,
+    pub store_key: u32,
+    pub row_no: u32,
+    /// 0 = Monday … 6 = Sunday.
+    pub weekday: u8,
+    pub start_us: i64,
+    pub end_us: i64,
+}
+
+/// One row of `store_timezones`: the zone name as the file wrote it (an unknown name is kept).
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = store_timezones, check_for_backend(diesel::mysql::Mysql))]
+pub struct StoreTimezoneRow {
+    pub snapshot_id: u64,
+    pub store_key: u32,
+    pub timezone_str: String,
+}
+
+/// `store_timezones.timezone_str` holds at most this many characters.
+pub const TIMEZONE_MAX_CHARS: usize = 64;
+
+#[derive(Insertable)]
+#[diesel(table_name = snapshots)]
+struct NewSnapshot<'a> {
+    file_kind: &'a str,
+    load_id: u64,
+    created_at: NaiveDateTime,
+}
+
+#[derive(QueryableByName)]
+struct LastId {
+    #[diesel(sql_type = Unsigned<BigInt>)]
+    id: u64,
+}
+
+/// Registers a new, not yet current, snapshot and returns its id.
+pub fn create(
+    conn: &mut MysqlConnection,
+    kind: SnapshotKind,
+    load_id: u64,
+    created_at: NaiveDateTime,
+) -> QueryResult<u64> {
+    diesel::insert_into(snapshots::table)
+        .values(NewSnapshot { file_kind: kind.as_str(), load_id, created_at })
+        .execute(conn)?;
+    Ok(diesel::sql_query("SELECT LAST_INSERT_ID() AS id").get_result::<LastId>(conn)?.id)
+}
+
+/// The pointer of a kind. A missing pointer row reads as "no file".
+pub fn current(conn: &mut MysqlConnection, kind: SnapshotKind) -> QueryResult<CurrentSnapshot> {
+    Ok(current_snapshots::table
+        .find(kind.as_str())
+        .select((current_snapshots::snapshot_id, current_snapshots::load_id))
+        .first::<CurrentSnapshot>(conn)
+        .optional()?
+        .unwrap_or(CurrentSnapshot { snapshot_id: None, load_id: None }))
+}
+
+/// Moves the pointer of a kind. Call it inside the transaction that makes the new snapshot visible.
+pub fn point_to(
+    conn: &mut MysqlConnection,
+    kind: SnapshotKind,
+    snapshot_id: Option<u64>,
+    load_id: Option<u64>,
+) -> QueryResult<()> {
+    // REPLACE rather than UPDATE: the row exists after the migration, but a pointer row lost by hand must
+    // not turn a load into a silent no-op.
+    diesel::replace_into(current_snapshots::table)
+        .values((
+            current_snapshots::file_kind.eq(kind.as_str()),
+            current_snapshots::snapshot_id.eq(snapshot_id),
+            current_snapshots::load_id.eq(load_id),
+        ))
+        .execute(conn)
+        .map(drop)
+}
+
+/// Snapshots of a kind that the pointer does not name: replaced ones, and ones a failed load left behind.
+pub fn stale(conn: &mut MysqlConnection, kind: SnapshotKind) -> QueryResult<Vec<u64>> {
+    let current = current(conn, kind)?.snapshot_id;
+    let mut query = snapshots::table.filter(snapshots::file_kind.eq(kind.as_str())).into_boxed();
+    if let Some(current) = current {
+        query = query.filter(snapshots::snapshot_id.ne(current));
+    }
+    query.select(snapshots::snapshot_id).order(snapshots::snapshot_id.asc()).load(conn)
+}
+
+/// Deletes a snapshot and its rows. Readers still inside a transaction that saw it keep seeing it
+/// (InnoDB keeps old row versions for them); the rows disappear for new transactions only.
+pub fn delete(conn: &mut MysqlConnection, kind: SnapshotKind, snapshot_id: u64) -> QueryResult<usize> {
+    let rows = match kind {
+        SnapshotKind::Hours => {
+            diesel::delete(business_hours::table.filter(business_hours::snapshot_id.eq(snapshot_id))).execute(conn)?
+        }
+        SnapshotKind::Zones => {
+            diesel::delete(store_timezones::table.filter(store_timezones::snapshot_id.eq(snapshot_id))).execute(conn)?
+        }
+    };
+    diesel::delete(snapshots::table.find(snapshot_id)).execute(conn)?;
+    Ok(rows)
+}
+
+/// The business hours of a snapshot, in key order.
+pub fn hours(conn: &mut MysqlConnection, snapshot_id: u64) -> QueryResult<Vec<BusinessHoursRow>> {
+    business_hours::table
+        .filter(business_hours::snapshot_id.eq(snapshot_id))
+        .order((business_hours::store_key.asc(), business_hours::row_no.asc()))
+        .select(BusinessHoursRow::as_select())
+        .load(conn)
+}
+
+/// The zones of a snapshot, in key order.
+pub fn zones(conn: &mut MysqlConnection, snapshot_id: u64) -> QueryResult<Vec<StoreTimezoneRow>> {
+    store_timezones::table
+        .filter(store_timezones::snapshot_id.eq(snapshot_id))
+        .order(store_timezones::store_key.asc())
+        .select(StoreTimezoneRow::as_select())
+        .load(conn)
+}
+
+/// Inserts zone rows, in statements well under the 65,535-placeholder limit.
+pub fn insert_zones(conn: &mut MysqlConnection, rows: &[StoreTimezoneRow]) -> QueryResult<usize> {
+    let mut written = 0;
+    for chunk in rows.chunks(10_000) {
+        written += diesel::insert_into(store_timezones::table).values(chunk).execute(conn)?;
+    }
+    Ok(written)
+}

@@ -1,0 +1,326 @@
+//! The polls file: upserted by (store, instant), the later row of the file winning (the reader already
+//! keeps only the last of equal rows). A row's `load_id` moves only when its status changes, so a reader
+//! can fetch what a load changed by `load_id`.
+//!
+//! Two paths:
+//! - the file only grew since the last successful load (the digest of its first N bytes is that load's
+//!   digest, and those N bytes end a line): only the appended rows are parsed and upserted;
+//! - otherwise the whole file is parsed and upserted.
+//!
+//! Writing: multi-row `INSERT … ON DUPLICATE KEY UPDATE` built as text, in primary-key order, on two
+//! connections at once for large loads (the server spends most of its time parsing, one core each). Each
+//! connection has one transaction; both commit at the end, the one with the load record last. A failure on
+//! either rolls both back.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection as _;
+use diesel::mysql::MysqlConnection;
+use diesel::{Connection as _, QueryableByName, RunQueryDsl, sql_query};
+use log::info;
+use shared_model::db;
+use shared_model::input::{FileSummary, Poll, RejectReason, read_polls_bytes};
+use shared_model::models::loads::{self, Load, LoadEnd, LoadStatus};
+
+use crate::digest::FileDigest;
+use crate::error::FileError;
+use crate::load::{Ctx, Done, add_note, loaded_end};
+use crate::sql::{DATETIME_MAX_MICROS, DATETIME_MIN_MICROS, StatementBuilder, push_datetime, push_u64};
+
+/// Below this many rows a second connection costs more than it saves.
+const PARALLEL_FROM_ROWS: usize = 100_000;
+/// Statement size: large enough that per-statement costs vanish, far below the 16 MiB default
+/// `max_allowed_packet` of MariaDB (MySQL 8 allows 64 MiB).
+const STATEMENT_BYTES: usize = 4 << 20;
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+const UPSERT_PREFIX: &str = "INSERT INTO polls (store_key, polled_at, active, load_id) VALUES ";
+/// MySQL assigns left to right: `load_id` is decided while `active` still holds the old status.
+const UPSERT_SUFFIX: &str = " ON DUPLICATE KEY UPDATE \
+    load_id = IF(active = VALUES(active), load_id, VALUES(load_id)), active = VALUES(active)";
+
+pub(crate) fn load(
+    ctx: &mut Ctx<'_>,
+    path: &Path,
+    bytes: &[u8],
+    digest: &FileDigest,
+    previous: Option<&Load>,
+    load_id: u64,
+) -> Result<Done, FileError> {
+    let loaded_at = ctx.loaded_at.timestamp_micros();
+    let url = ctx.settings.database.url.clone();
+    let (conn, stores) = ctx.conn_and_stores()?;
+    let parse_started = Instant::now();
+    let appended = appended_part(bytes, digest, previous);
+    let mut file = match appended {
+        Some(part) => {
+            let mut text = Vec::with_capacity(part.header_end + bytes.len() - part.from);
+            text.extend_from_slice(&bytes[..part.header_end]);
+            text.extend_from_slice(&bytes[part.from..]);
+            let mut file = read_polls_bytes(path, &text, &mut stores.ids, loaded_at)?;
+            if !file.summary.samples.is_empty() {
+                // The reader numbered the appended rows from line 2; they start after the loaded lines.
+                let loaded_lines = memchr::memchr_iter(b'\n', &bytes[..part.from]).count() as u64;
+                for sample in &mut file.summary.samples {
+                    sample.line += loaded_lines - 1;
+                }
+            }
+            add_note(&mut file.summary, "bytes loaded earlier and skipped (the file only grew)", part.from as u64);
+            file
+        }
+        None => read_polls_bytes(path, bytes, &mut stores.ids, loaded_at)?,
+    };
+    let parse_seconds = parse_started.elapsed().as_secs_f64();
+    info!(
+        "load_id={load_id} polls: parsed {} rows in {parse_seconds:.2} s{}",
+        file.summary.rows_read,
+        if appended.is_some() { " (appended part only)" } else { "" }
+    );
+    let new_stores = stores.sync(conn)?;
+    add_note(&mut file.summary, "stores new to the database", new_stores as u64);
+
+    let mut polls: Vec<Poll> = Vec::with_capacity(file.polls.len());
+    let mut out_of_range = 0u64;
+    for p in &file.polls {
+        if (DATETIME_MIN_MICROS..=DATETIME_MAX_MICROS).contains(&p.at) {
+            polls.push(Poll { store: stores.key(p.store), ..*p });
+        } else {
+            out_of_range += 1;
+        }
+    }
+    drop(file.polls);
+    if out_of_range > 0 {
+        reject_out_of_range(&mut file.summary, out_of_range);
+    }
+    // Keys were handed out in the order the ids were first seen, so this holds unless another writer
+    // added stores meanwhile; primary-key order is what makes the inserts fast.
+    if !polls.windows(2).all(|w| (w[0].store, w[0].at) < (w[1].store, w[1].at)) {
+        polls.sort_unstable_by_key(|p| (p.store, p.at));
+    }
+
+    let end = loaded_end(digest, &file.summary, polls.len() as u64);
+    write(conn, &url, &polls, load_id, &end)?;
+    Ok(Done { status: LoadStatus::Loaded, end, summary: Some(file.summary) })
+}
+
+/// Polls before year 1000 fit no MySQL `DATETIME`: the reader accepts them (SPEC §1 sets no lower
+/// bound), so they are rejected here, counted as bad timestamps (without a line number: the reader does
+/// not keep one for accepted rows).
+fn reject_out_of_range(summary: &mut FileSummary, count: u64) {
+    *summary.rejected.entry(RejectReason::BadTimestamp).or_default() += count;
+    summary.accepted = summary.accepted.saturating_sub(count);
+    add_note(summary, "polls before the year 1000 (no DATETIME holds them; counted as bad_timestamp)", count);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AppendedPart {
+    /// Where the header row ends (the header is parsed again in front of the appended rows).
+    header_end: usize,
+    /// Where the appended bytes start: the length of the file at the last successful load.
+    from: usize,
+}
+
+/// The appended part, when the file is the last successfully loaded one with rows added at the end.
+fn appended_part(bytes: &[u8], digest: &FileDigest, previous: Option<&Load>) -> Option<AppendedPart> {
+    let previous = previous?;
+    let (len, prefix_digest) = digest.prefix.as_ref()?;
+    if previous.file_bytes != Some(*len) || previous.file_digest.as_deref() != Some(prefix_digest.as_str()) {
+        return None;
+    }
+    let from = usize::try_from(*len).ok()?;
+    // A last line without its line end may have been cut while being written: read it again whole.
+    if bytes.get(from.checked_sub(1)?) != Some(&b'\n') {
+        return None;
+    }
+    let header_end = memchr::memchr(b'\n', bytes)? + 1;
+    // A quoted header could hold a line end; the whole-file path handles such files.
+    if header_end > from || memchr::memchr(b'"', &bytes[..header_end]).is_some() {
+        return None;
+    }
+    Some(AppendedPart { header_end, from })
+}
+
+#[derive(QueryableByName)]
+struct PacketLimit {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    bytes: i64,
+}
+
+/// Upserts `polls` (sorted by key) and writes the load record, all or nothing.
+fn write(conn: &mut MysqlConnection, url: &str, polls: &[Poll], load_id: u64, end: &LoadEnd) -> Result<(), FileError> {
+    let packet: PacketLimit = sql_query("SELECT CAST(@@max_allowed_packet AS SIGNED) AS bytes").get_result(conn)?;
+    let statement_bytes = STATEMENT_BYTES.min(usize::try_from(packet.bytes / 2).unwrap_or(STATEMENT_BYTES)).max(4096);
+    let progress = Progress::new(load_id, polls.len() as u64);
+
+    if polls.len() < PARALLEL_FROM_ROWS {
+        conn.transaction::<_, FileError, _>(|conn| {
+            upsert(conn, polls, load_id, statement_bytes, &progress, &AtomicBool::new(false))?;
+            loads::finish(conn, load_id, end)?;
+            Ok(())
+        })?;
+        progress.finished();
+        return Ok(());
+    }
+
+    // Split in key order: the two halves touch disjoint key ranges. A duplicate key takes a record lock
+    // only (no gap lock on the primary key), so the two transactions never wait for each other.
+    let (lower, upper) = polls.split_at(polls.len() / 2);
+    let mut other = db::connect(url)?;
+    let give_up = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let (progress, give_up) = (&progress, &give_up);
+        let helper = scope.spawn(move || {
+            let result = other
+                .batch_execute("START TRANSACTION")
+                .map_err(FileError::from)
+                .and_then(|()| upsert(&mut other, upper, load_id, statement_bytes, progress, give_up));
+            (other, result)
+        });
+        conn.transaction::<_, FileError, _>(|conn| {
+            let own = upsert(conn, lower, load_id, statement_bytes, progress, give_up);
+            if own.is_err() {
+                give_up.store(true, Ordering::Relaxed);
+            }
+            let (mut other, theirs) = helper.join().map_err(|_| FileError::WriterPanicked)?;
+            // On any error `other` is dropped uncommitted: closing the connection rolls it back.
+            own?;
+            theirs?;
+            loads::finish(conn, load_id, end)?;
+            // The helper's half commits first, then this one with the load record: the record never
+            // says `loaded` before every row is visible.
+            other.batch_execute("COMMIT")?;
+            Ok(())
+        })
+    })?;
+    progress.finished();
+    Ok(())
+}
+
+fn upsert(
+    conn: &mut MysqlConnection,
+    polls: &[Poll],
+    load_id: u64,
+    statement_bytes: usize,
+    progress: &Progress,
+    give_up: &AtomicBool,
+) -> Result<(), FileError> {
+    let mut statement = StatementBuilder::new(UPSERT_PREFIX, UPSERT_SUFFIX, statement_bytes);
+    let mut rows_in_statement = 0u64;
+    for p in polls {
+        let sql = statement.begin_row();
+        push_u64(sql, u64::from(p.store));
+        sql.push(',');
+        push_datetime(sql, p.at);
+        sql.push_str(if p.active { ",1," } else { ",0," });
+        push_u64(sql, load_id);
+        rows_in_statement += 1;
+        if let Some(sql) = statement.end_row() {
+            if give_up.load(Ordering::Relaxed) {
+                return Err(FileError::Abandoned);
+            }
+            conn.batch_execute(sql)?;
+            progress.advance(std::mem::take(&mut rows_in_statement));
+        }
+    }
+    if let Some(sql) = statement.finish() {
+        conn.batch_execute(sql)?;
+        progress.advance(rows_in_statement);
+    }
+    Ok(())
+}
+
+/// Rows written so far, logged every few seconds by whichever writer notices the time.
+struct Progress {
+    load_id: u64,
+    total: u64,
+    written: AtomicU64,
+    started: Instant,
+    last_logged: Mutex<Instant>,
+}
+
+impl Progress {
+    fn new(load_id: u64, total: u64) -> Self {
+        let started = Instant::now();
+        Progress { load_id, total, written: AtomicU64::new(0), started, last_logged: Mutex::new(started) }
+    }
+
+    fn advance(&self, rows: u64) {
+        let written = self.written.fetch_add(rows, Ordering::Relaxed) + rows;
+        let Ok(mut last) = self.last_logged.try_lock() else { return };
+        if last.elapsed() >= PROGRESS_EVERY {
+            *last = Instant::now();
+            let seconds = self.started.elapsed().as_secs_f64();
+            info!(
+                "load_id={} polls: {written} of {} rows written ({:.0} rows/s)",
+                self.load_id,
+                self.total,
+                written as f64 / seconds
+            );
+        }
+    }
+
+    fn finished(&self) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        info!(
+            "load_id={} polls: {} rows written and committed in {seconds:.2} s ({:.0} rows/s)",
+            self.load_id,
+            self.total,
+            self.total as f64 / seconds.max(1e-9)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_record(bytes: u64, digest: &str) -> Load {
+        let at = chrono::DateTime::UNIX_EPOCH.naive_utc();
+        Load {
+            load_id: 1,
+            file_kind: "polls".into(),
+            file_name: "store_status.csv".into(),
+            file_bytes: Some(bytes),
+            file_digest: Some(digest.into()),
+            status: "loaded".into(),
+            started_at: at,
+            finished_at: Some(at),
+            rows_read: 0,
+            rows_loaded: 0,
+            rows_rejected: 0,
+            rejected_by_reason: None,
+            sample_rejections: None,
+            notes: None,
+            error: None,
+        }
+    }
+
+    const OLD: &[u8] = b"store_id,status,timestamp_utc\na,active,2023-01-01 00:00:00\n";
+
+    #[test]
+    fn a_file_that_only_grew_is_read_from_where_the_last_load_stopped() {
+        let before = FileDigest::of(OLD, None);
+        let grown = [OLD, b"b,active,2023-01-01 00:00:01\n"].concat();
+        let digest = FileDigest::of(&grown, Some(before.bytes));
+        let part = appended_part(&grown, &digest, Some(&load_record(before.bytes, &before.hex)));
+        assert_eq!(part, Some(AppendedPart { header_end: 30, from: OLD.len() }));
+    }
+
+    #[test]
+    fn a_changed_prefix_or_a_cut_last_line_means_reading_everything() {
+        let cut = &OLD[..OLD.len() - 1];
+        let before = FileDigest::of(cut, None);
+        let grown = [OLD, b"b,active,2023-01-01 00:00:01\n"].concat();
+        let digest = FileDigest::of(&grown, Some(before.bytes));
+        assert_eq!(appended_part(&grown, &digest, Some(&load_record(before.bytes, &before.hex))), None);
+
+        let edited = [b"store_id,status,timestamp_utc\nA,active,2023-01-01 00:00:00\n".as_slice(), b"b,x,y\n"].concat();
+        let before = FileDigest::of(OLD, None);
+        let digest = FileDigest::of(&edited, Some(before.bytes));
+        assert_eq!(appended_part(&edited, &digest, Some(&load_record(before.bytes, &before.hex))), None);
+        assert_eq!(appended_part(&edited, &digest, None), None);
+    }
+}
