@@ -1,1 +1,387 @@
-//! Models and queries for `reports` and `report_chunks` (owned by the report-path work).
+//! Models and queries for `reports` and `report_chunks`: the life of a report from the gateway's trigger
+//! to the worker's finished CSV.
+//!
+//! ```text
+//! create (Running, queued_at NULL = in the outbox) --publish confirmed--> mark_queued
+//!   --worker--> mark_started (attempts + 1) --> set_progress ... --> store_complete (Complete, chunks)
+//!                                                              \--> mark_failed (Failed, error)
+//! ```
+//!
+//! Every write of the worker is conditional on the status it expects, so duplicate deliveries of one job
+//! (the outbox may publish a job twice) stay harmless: the first to finish stores the report, a later one
+//! finds it Complete and writes nothing. A Complete report never changes again, so readers may cache it
+//! and read its chunks over several queries.
+//!
+//! The CSV is stored as numbered chunks well under MySQL's 16 MiB `max_allowed_packet`, so a report of a
+//! million stores (~60 MB) is written and read in pieces.
+
+use chrono::NaiveDateTime;
+use diesel::mysql::MysqlConnection;
+use diesel::prelude::*;
+
+use crate::schema::{report_chunks, reports};
+
+/// Length of a report id (a nanoid of the default alphabet `A-Za-z0-9_-`).
+pub const REPORT_ID_LEN: usize = 21;
+/// A failure reason is for a person; anything longer is cut.
+const MAX_ERROR_CHARS: usize = 2_000;
+/// The largest chunk or INSERT statement accepted: 1 MiB under MySQL's default 16 MiB packet.
+pub const MAX_STATEMENT_BYTES: usize = 15 << 20;
+
+/// True when `text` could be a report id: 21 characters of the nanoid alphabet. Anything else is
+/// unknown without asking the database.
+pub fn is_valid_report_id(text: &str) -> bool {
+    text.len() == REPORT_ID_LEN && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A report's status; the strings are what the `status` column holds and what the API answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReportStatus {
+    Running,
+    Complete,
+    Failed,
+}
+
+impl ReportStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportStatus::Running => "Running",
+            ReportStatus::Complete => "Complete",
+            ReportStatus::Failed => "Failed",
+        }
+    }
+
+    /// A status this code does not know reads as Running, so a newer writer's state is never taken for
+    /// finished work.
+    pub fn parse(text: &str) -> ReportStatus {
+        match text {
+            "Complete" => ReportStatus::Complete,
+            "Failed" => ReportStatus::Failed,
+            _ => ReportStatus::Running,
+        }
+    }
+}
+
+/// One row of `reports`. Times are UTC.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = reports, check_for_backend(diesel::mysql::Mysql))]
+pub struct Report {
+    pub report_id: String,
+    pub status: String,
+    pub created_at: NaiveDateTime,
+    /// When the broker confirmed the job; `None` while the job is in the outbox.
+    pub queued_at: Option<NaiveDateTime>,
+    /// Start of the latest attempt.
+    pub started_at: Option<NaiveDateTime>,
+    pub finished_at: Option<NaiveDateTime>,
+    /// The `now` the report used; `None` for a report of no poll at all (header only).
+    pub as_of: Option<NaiveDateTime>,
+    pub stores_done: Option<u32>,
+    pub stores_total: Option<u32>,
+    /// Rows of the finished CSV (stores).
+    pub store_count: Option<u32>,
+    pub csv_bytes: Option<u64>,
+    pub attempts: u32,
+    pub error: Option<String>,
+}
+
+/// How far a running report is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub stores_done: u32,
+    pub stores_total: u32,
+}
+
+impl Report {
+    pub fn status(&self) -> ReportStatus {
+        ReportStatus::parse(&self.status)
+    }
+
+    /// `None` until a worker has written progress.
+    pub fn progress(&self) -> Option<Progress> {
+        match (self.stores_done, self.stores_total) {
+            (Some(stores_done), Some(stores_total)) => Some(Progress { stores_done, stores_total }),
+            (None, Some(stores_total)) => Some(Progress { stores_done: 0, stores_total }),
+            _ => None,
+        }
+    }
+}
+
+fn utc_now() -> NaiveDateTime {
+    chrono::Utc::now().naive_utc()
+}
+
+/// Inserts a new Running report, not yet queued (in the outbox).
+pub fn create(conn: &mut MysqlConnection, report_id: &str, created_at: NaiveDateTime) -> QueryResult<()> {
+    diesel::insert_into(reports::table)
+        .values((
+            reports::report_id.eq(report_id),
+            reports::status.eq(ReportStatus::Running.as_str()),
+            reports::created_at.eq(created_at),
+            reports::attempts.eq(0u32),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The report, or `None` for an unknown id.
+pub fn find(conn: &mut MysqlConnection, report_id: &str) -> QueryResult<Option<Report>> {
+    reports::table.find(report_id).select(Report::as_select()).first(conn).optional()
+}
+
+/// Records that the broker confirmed the job: the report leaves the outbox. False when it had already
+/// left it (or is unknown).
+pub fn mark_queued(conn: &mut MysqlConnection, report_id: &str) -> QueryResult<bool> {
+    let changed = diesel::update(reports::table.find(report_id).filter(reports::queued_at.is_null()))
+        .set(reports::queued_at.eq(utc_now()))
+        .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// Reports whose job the broker has not confirmed, created before `created_before` (so a trigger still
+/// publishing its own job is left alone), oldest first. A report a worker has already started is not in
+/// the outbox, whatever `queued_at` says: its job evidently reached the queue.
+pub fn outbox(conn: &mut MysqlConnection, created_before: NaiveDateTime, limit: u32) -> QueryResult<Vec<Report>> {
+    reports::table
+        .filter(reports::queued_at.is_null())
+        .filter(reports::created_at.lt(created_before))
+        .filter(reports::status.eq(ReportStatus::Running.as_str()))
+        .filter(reports::started_at.is_null())
+        .order(reports::created_at)
+        .limit(i64::from(limit))
+        .select(Report::as_select())
+        .load(conn)
+}
+
+/// What [`mark_started`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// The attempt is recorded (`attempts` now holds `attempt`); progress is cleared.
+    Started { attempt: u32 },
+    /// Another delivery finished it: ack the job without work.
+    AlreadyComplete,
+    /// It was marked Failed: ack the job without work.
+    AlreadyFailed,
+    /// No such report (a job for a report that was never created, or a database that was reset).
+    Unknown,
+}
+
+/// Records the start of an attempt on a Running report: `started_at`, `attempts + 1`, progress cleared.
+pub fn mark_started(conn: &mut MysqlConnection, report_id: &str) -> QueryResult<StartOutcome> {
+    conn.transaction(|conn| {
+        let current: Option<(String, u32)> = reports::table
+            .find(report_id)
+            .select((reports::status, reports::attempts))
+            .for_update()
+            .first(conn)
+            .optional()?;
+        let Some((status, attempts)) = current else {
+            return Ok(StartOutcome::Unknown);
+        };
+        match ReportStatus::parse(&status) {
+            ReportStatus::Complete => return Ok(StartOutcome::AlreadyComplete),
+            ReportStatus::Failed => return Ok(StartOutcome::AlreadyFailed),
+            ReportStatus::Running => {}
+        }
+        let attempt = attempts.saturating_add(1);
+        diesel::update(reports::table.find(report_id))
+            .set((
+                reports::started_at.eq(utc_now()),
+                reports::attempts.eq(attempt),
+                reports::stores_done.eq(None::<u32>),
+                reports::stores_total.eq(None::<u32>),
+            ))
+            .execute(conn)?;
+        Ok(StartOutcome::Started { attempt })
+    })
+}
+
+/// Writes the progress of a Running report. False when it is not Running (any more).
+pub fn set_progress(
+    conn: &mut MysqlConnection,
+    report_id: &str,
+    stores_done: u32,
+    stores_total: u32,
+) -> QueryResult<bool> {
+    let changed =
+        diesel::update(reports::table.find(report_id).filter(reports::status.eq(ReportStatus::Running.as_str())))
+            .set((reports::stores_done.eq(stores_done), reports::stores_total.eq(stores_total)))
+            .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// Marks a Running report Failed with a reason a person can act on (cut to 2,000 characters). False when
+/// it was not Running (finished already, or unknown).
+pub fn mark_failed(conn: &mut MysqlConnection, report_id: &str, reason: &str) -> QueryResult<bool> {
+    let reason: String = if reason.chars().count() > MAX_ERROR_CHARS {
+        reason.chars().take(MAX_ERROR_CHARS - 1).chain(std::iter::once('…')).collect()
+    } else {
+        reason.to_owned()
+    };
+    let changed =
+        diesel::update(reports::table.find(report_id).filter(reports::status.eq(ReportStatus::Running.as_str())))
+            .set((
+                reports::status.eq(ReportStatus::Failed.as_str()),
+                reports::finished_at.eq(utc_now()),
+                reports::error.eq(reason),
+            ))
+            .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// A finished report, ready to store.
+#[derive(Debug, Clone, Copy)]
+pub struct FinishedReport<'a> {
+    /// The report's `now` (UTC); `None` when there was no poll at all.
+    pub as_of: Option<NaiveDateTime>,
+    pub store_count: u32,
+    pub csv: &'a [u8],
+}
+
+/// How the CSV is cut: `chunk_bytes` per `report_chunks` row, several rows per INSERT while they fit in
+/// `max_statement_bytes`. Both at most [`MAX_STATEMENT_BYTES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunking {
+    pub chunk_bytes: usize,
+    pub max_statement_bytes: usize,
+}
+
+impl Default for Chunking {
+    fn default() -> Self {
+        Self { chunk_bytes: 1 << 20, max_statement_bytes: 8 << 20 }
+    }
+}
+
+/// What [`store_complete`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// The CSV is stored in this many chunks and the report is Complete.
+    Complete { chunks: u32 },
+    /// Another delivery of the same job stored it first; nothing was written.
+    AlreadyComplete,
+    /// No such report.
+    Unknown,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Db(#[from] diesel::result::Error),
+    #[error(
+        "chunk_bytes ({chunk_bytes}) and max_statement_bytes ({max_statement_bytes}) must be between 1 and {MAX_STATEMENT_BYTES}, chunks no larger than a statement"
+    )]
+    BadChunking { chunk_bytes: usize, max_statement_bytes: usize },
+    #[error("a report of {0} bytes needs more chunks than a report can number")]
+    TooLarge(usize),
+}
+
+/// Stores the CSV and marks the report Complete in one transaction, so a reader sees either no report or
+/// all of it. Chunks of an earlier interrupted attempt are replaced. A Failed report is completed too: a
+/// duplicate delivery may finish after another gave up, and the finished report is the better answer.
+pub fn store_complete(
+    conn: &mut MysqlConnection,
+    report_id: &str,
+    report: FinishedReport<'_>,
+    chunking: Chunking,
+) -> Result<Stored, StoreError> {
+    let Chunking { chunk_bytes, max_statement_bytes } = chunking;
+    if chunk_bytes == 0 || chunk_bytes > max_statement_bytes || max_statement_bytes > MAX_STATEMENT_BYTES {
+        return Err(StoreError::BadChunking { chunk_bytes, max_statement_bytes });
+    }
+    if u32::try_from(report.csv.len().div_ceil(chunk_bytes)).is_err() {
+        return Err(StoreError::TooLarge(report.csv.len()));
+    }
+    let chunks_per_statement = max_statement_bytes / chunk_bytes;
+    conn.transaction(|conn| {
+        let status: Option<String> =
+            reports::table.find(report_id).select(reports::status).for_update().first(conn).optional()?;
+        match status.as_deref().map(ReportStatus::parse) {
+            None => return Ok(Stored::Unknown),
+            Some(ReportStatus::Complete) => return Ok(Stored::AlreadyComplete),
+            Some(_) => {}
+        }
+        diesel::delete(report_chunks::table.filter(report_chunks::report_id.eq(report_id))).execute(conn)?;
+        let rows: Vec<_> = report
+            .csv
+            .chunks(chunk_bytes)
+            .zip(0u32..)
+            .map(|(data, seq)| {
+                (report_chunks::report_id.eq(report_id), report_chunks::seq.eq(seq), report_chunks::data.eq(data))
+            })
+            .collect();
+        for statement in rows.chunks(chunks_per_statement) {
+            diesel::insert_into(report_chunks::table).values(statement).execute(conn)?;
+        }
+        let chunks = u32::try_from(rows.len()).map_err(|_| StoreError::TooLarge(report.csv.len()))?;
+        diesel::update(reports::table.find(report_id))
+            .set((
+                reports::status.eq(ReportStatus::Complete.as_str()),
+                reports::finished_at.eq(utc_now()),
+                reports::as_of.eq(report.as_of),
+                reports::store_count.eq(report.store_count),
+                reports::csv_bytes.eq(report.csv.len() as u64),
+                reports::stores_done.eq(report.store_count),
+                reports::stores_total.eq(report.store_count),
+                reports::error.eq(None::<String>),
+            ))
+            .execute(conn)?;
+        Ok(Stored::Complete { chunks })
+    })
+}
+
+/// One stored piece of a report's CSV.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = report_chunks, check_for_backend(diesel::mysql::Mysql))]
+pub struct ReportChunk {
+    pub seq: u32,
+    pub data: Vec<u8>,
+}
+
+/// Up to `max_chunks` chunks of the report from `from_seq` on, in order. Read a large report in batches
+/// (`from_seq` = last seq + 1) so no connection is held for the whole download.
+pub fn read_chunks(
+    conn: &mut MysqlConnection,
+    report_id: &str,
+    from_seq: u32,
+    max_chunks: u32,
+) -> QueryResult<Vec<ReportChunk>> {
+    report_chunks::table
+        .filter(report_chunks::report_id.eq(report_id))
+        .filter(report_chunks::seq.ge(from_seq))
+        .order(report_chunks::seq)
+        .limit(i64::from(max_chunks))
+        .select(ReportChunk::as_select())
+        .load(conn)
+}
+
+/// The whole stored CSV, reassembled (empty when nothing is stored). For small reports and tests; the
+/// gateway streams with [`read_chunks`].
+pub fn read_csv(conn: &mut MysqlConnection, report_id: &str) -> QueryResult<Vec<u8>> {
+    let chunks: Vec<Vec<u8>> = report_chunks::table
+        .filter(report_chunks::report_id.eq(report_id))
+        .order(report_chunks::seq)
+        .select(report_chunks::data)
+        .load(conn)?;
+    Ok(chunks.concat())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_ids_are_21_nanoid_characters() {
+        assert!(is_valid_report_id("V1StGXR8_Z5jdHi6B-myT"));
+        assert!(!is_valid_report_id("V1StGXR8_Z5jdHi6B-my"));
+        assert!(!is_valid_report_id("V1StGXR8_Z5jdHi6B-myT1"));
+        assert!(!is_valid_report_id("V1StGXR8_Z5jdHi6B/myT"));
+        assert!(!is_valid_report_id("V1StGXR8_Z5jdHi6B-my\u{e9}"));
+    }
+
+    #[test]
+    fn an_unknown_status_reads_as_running() {
+        assert_eq!(ReportStatus::parse("Complete"), ReportStatus::Complete);
+        assert_eq!(ReportStatus::parse("Failed"), ReportStatus::Failed);
+        assert_eq!(ReportStatus::parse("Paused"), ReportStatus::Running);
+    }
+}
