@@ -1,0 +1,12 @@
+//! The HTTP API of SPEC §3: trigger a report, watch it, download it. A library so tests (and other
+//! crates' end-to-end tests) can run the gateway in-process on port 0.
+
+pub mod cache;
+pub mod db;
+pub mod error;
+pub mod outbox;
+pub mod publisher;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod state;

@@ -1,0 +1,183 @@
+//! The gateway's link to RabbitMQ: one connection and one confirming channel, shared by every request,
+//! (re)connected on demand with a backoff so a dead broker costs a request nothing but a quick error.
+//!
+//! Connections are always opened on the runtime the publisher was built on (the process's main runtime):
+//! lapin keeps tasks on the runtime that connected, and an HTTP worker's runtime is not that.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::{Channel, Connection};
+use shared_model::db::redact_url;
+use shared_model::messages::ReportJob;
+use shared_model::queue::{self, QueueError};
+use shared_model::settings::AmqpSettings;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(250);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// What the management UI shows for this connection.
+const CONNECTION_NAME: &str = "api-gateway publisher";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("RabbitMQ is unreachable ({last_error}); the next connection attempt is in {retry_in:?}")]
+    WaitingToReconnect { last_error: String, retry_in: Duration },
+    #[error(transparent)]
+    Queue(Box<QueueError>),
+    #[error("RabbitMQ did not confirm within {0:?}")]
+    Timeout(Duration),
+    #[error("the task connecting to RabbitMQ stopped: {0}")]
+    ConnectTask(String),
+}
+
+impl From<QueueError> for PublishError {
+    fn from(error: QueueError) -> Self {
+        PublishError::Queue(Box::new(error))
+    }
+}
+
+struct Link {
+    connection: Connection,
+    channel: Channel,
+}
+
+impl Link {
+    fn is_open(&self) -> bool {
+        self.connection.status().connected() && self.channel.status().connected()
+    }
+}
+
+struct LinkState {
+    link: Option<Link>,
+    retry_at: Option<Instant>,
+    retry_delay: Duration,
+    last_error: String,
+}
+
+pub struct JobPublisher {
+    settings: AmqpSettings,
+    connect_timeout: Duration,
+    runtime: tokio::runtime::Handle,
+    state: Arc<Mutex<LinkState>>,
+}
+
+impl JobPublisher {
+    /// A publisher that connects on first use, on `runtime`.
+    pub fn new(settings: AmqpSettings, connect_timeout: Duration, runtime: tokio::runtime::Handle) -> Self {
+        Self {
+            settings,
+            connect_timeout,
+            runtime,
+            state: Arc::new(Mutex::new(LinkState {
+                link: None,
+                retry_at: None,
+                retry_delay: FIRST_RETRY_DELAY,
+                last_error: String::new(),
+            })),
+        }
+    }
+
+    pub fn settings(&self) -> &AmqpSettings {
+        &self.settings
+    }
+
+    /// The open channel, connecting first if needed. Within the backoff after a failed attempt, fails at
+    /// once unless `force`. The attempt runs as its own task, so a caller that gives up (timeout) does
+    /// not cancel it: its outcome and the backoff are still recorded.
+    async fn channel(&self, force: bool) -> Result<Channel, PublishError> {
+        if let Some(link) = &self.state.lock().await.link
+            && link.is_open()
+        {
+            return Ok(link.channel.clone());
+        }
+        let attempt =
+            self.runtime.spawn(reconnect(self.state.clone(), self.settings.clone(), self.connect_timeout, force));
+        attempt.await.unwrap_or_else(|join_error| Err(PublishError::ConnectTask(join_error.to_string())))
+    }
+
+    /// Publishes `job` and waits for the broker's confirm, all within `timeout`.
+    pub async fn publish(&self, job: &ReportJob, timeout: Duration) -> Result<(), PublishError> {
+        let attempt = async {
+            let channel = self.channel(false).await?;
+            queue::publish_job(&channel, &self.settings, job).await.map_err(PublishError::from)
+        };
+        tokio::time::timeout(timeout, attempt).await.unwrap_or(Err(PublishError::Timeout(timeout)))
+    }
+
+    /// Readiness: connected now, or able to connect within `timeout` (ignoring the backoff).
+    pub async fn check_reachable(&self, timeout: Duration) -> Result<(), PublishError> {
+        tokio::time::timeout(timeout, self.channel(true))
+            .await
+            .unwrap_or(Err(PublishError::Timeout(timeout)))
+            .map(|_| ())
+    }
+
+    /// Closes the connection politely (at shutdown).
+    pub async fn close(&self) {
+        let link = self.state.lock().await.link.take();
+        if let Some(link) = link
+            && let Err(error) = link.connection.close(200, "gateway shutting down".into()).await
+        {
+            log::debug!("closing the RabbitMQ connection: {error}");
+        }
+    }
+}
+
+async fn reconnect(
+    state: Arc<Mutex<LinkState>>,
+    settings: AmqpSettings,
+    timeout: Duration,
+    force: bool,
+) -> Result<Channel, PublishError> {
+    let mut state = state.lock().await;
+    if let Some(link) = &state.link {
+        // Another caller reconnected while this one waited for the lock.
+        if link.is_open() {
+            return Ok(link.channel.clone());
+        }
+        log::warn!("the publisher's RabbitMQ connection is closed; reconnecting");
+        state.link = None;
+    }
+    let now = Instant::now();
+    if let Some(retry_at) = state.retry_at
+        && now < retry_at
+        && !force
+    {
+        return Err(PublishError::WaitingToReconnect {
+            last_error: state.last_error.clone(),
+            retry_in: retry_at - now,
+        });
+    }
+    match open_link(&settings, timeout).await {
+        Ok(link) => {
+            log::info!(
+                "connected to RabbitMQ at {}; topology declared (exchange {:?}, queue {:?})",
+                redact_url(&settings.url),
+                settings.exchange,
+                settings.queue
+            );
+            let channel = link.channel.clone();
+            state.link = Some(link);
+            state.retry_at = None;
+            state.retry_delay = FIRST_RETRY_DELAY;
+            Ok(channel)
+        }
+        Err(error) => {
+            log::warn!("RabbitMQ connection failed: {error}; next attempt in {:?}", state.retry_delay);
+            state.retry_at = Some(Instant::now() + state.retry_delay);
+            state.retry_delay = (state.retry_delay * 2).min(MAX_RETRY_DELAY);
+            state.last_error = error.to_string();
+            Err(error.into())
+        }
+    }
+}
+
+async fn open_link(settings: &AmqpSettings, timeout: Duration) -> Result<Link, QueueError> {
+    let connection = queue::connect_once(&settings.url, CONNECTION_NAME, timeout).await?;
+    let channel = tokio::time::timeout(timeout, queue::open_publish_channel(&connection, settings))
+        .await
+        .map_err(|_| QueueError::ConnectTimeout { url: redact_url(&settings.url), timeout })??;
+    Ok(Link { connection, channel })
+}

@@ -1,0 +1,175 @@
+//! The gateway's settings: `bind_addr`, `database`, `amqp` (shared pieces) and `gateway` (this binary's
+//! own knobs). Loaded with [`shared_model::settings::load`]: defaults, `config/*.yaml`, variables such as
+//! `APP__GATEWAY__PUBLIC_BASE_URL=https://reports.example.com`, then `BIND_ADDR`, `DATABASE_URL`,
+//! `AMQP_URL`. Tests build the struct directly.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use shared_model::settings::{AmqpSettings, DatabaseSettings};
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Settings {
+    #[serde(default = "default_bind_addr")]
+    pub bind_addr: String,
+    #[serde(default)]
+    pub database: DatabaseSettings,
+    #[serde(default)]
+    pub amqp: AmqpSettings,
+    #[serde(default)]
+    pub gateway: GatewaySettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            bind_addr: default_bind_addr(),
+            database: DatabaseSettings::default(),
+            amqp: AmqpSettings::default(),
+            gateway: GatewaySettings::default(),
+        }
+    }
+}
+
+fn default_bind_addr() -> String {
+    "0.0.0.0:8080".into()
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct GatewaySettings {
+    /// Base of the absolute `download_url` (e.g. `https://reports.example.com`). Unset: built from the
+    /// request (`Forwarded` / `X-Forwarded-*` headers, then `Host`).
+    pub public_base_url: Option<String>,
+    /// HTTP worker threads; 0 = one per CPU core.
+    pub workers: usize,
+    /// How long a trigger waits for the broker to confirm its job before leaving it to the outbox relay.
+    pub publish_timeout_ms: u64,
+    /// How long one connection attempt to RabbitMQ may take.
+    pub amqp_connect_timeout_ms: u64,
+    /// How often the outbox relay looks for jobs the broker has not confirmed.
+    pub relay_interval_ms: u64,
+    /// A report younger than this is left to its trigger; longer than `publish_timeout_ms`, so the relay
+    /// does not publish a job its trigger is still waiting on.
+    pub relay_grace_ms: u64,
+    /// Reports the relay reads from the outbox per query.
+    pub relay_batch: u32,
+    /// Largest request body accepted (the API reads none; larger ones get 413).
+    pub max_body_bytes: usize,
+    /// Chunks of a report's CSV read per query while streaming a download (each chunk ~1 MiB).
+    pub download_chunks_per_query: u32,
+    /// Completed reports whose status is kept in memory (they never change); 0 turns the cache off.
+    pub completed_cache_entries: usize,
+    /// How long `/readyz` waits for MySQL and RabbitMQ.
+    pub readiness_timeout_ms: u64,
+    /// Seconds a SIGTERM waits for requests in flight before the server stops.
+    pub shutdown_timeout_s: u64,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            public_base_url: None,
+            workers: 0,
+            publish_timeout_ms: 2_000,
+            amqp_connect_timeout_ms: 3_000,
+            relay_interval_ms: 2_000,
+            relay_grace_ms: 5_000,
+            relay_batch: 100,
+            max_body_bytes: 64 * 1024,
+            download_chunks_per_query: 4,
+            completed_cache_entries: 100_000,
+            readiness_timeout_ms: 2_000,
+            shutdown_timeout_s: 30,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SettingsError {
+    #[error(
+        "gateway.relay_grace_ms ({grace}) must be longer than gateway.publish_timeout_ms ({timeout}), or the relay \
+         would publish again jobs whose trigger is still waiting for the broker"
+    )]
+    GraceShorterThanPublish { grace: u64, timeout: u64 },
+    #[error("gateway.{0} must be at least 1")]
+    Zero(&'static str),
+    #[error("gateway.public_base_url must start with http:// or https:// (got {0:?})")]
+    BadPublicBaseUrl(String),
+}
+
+impl GatewaySettings {
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        for (name, value) in [
+            ("publish_timeout_ms", self.publish_timeout_ms),
+            ("amqp_connect_timeout_ms", self.amqp_connect_timeout_ms),
+            ("relay_interval_ms", self.relay_interval_ms),
+            ("relay_batch", u64::from(self.relay_batch)),
+            ("download_chunks_per_query", u64::from(self.download_chunks_per_query)),
+            ("readiness_timeout_ms", self.readiness_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(SettingsError::Zero(name));
+            }
+        }
+        if self.relay_grace_ms <= self.publish_timeout_ms {
+            return Err(SettingsError::GraceShorterThanPublish {
+                grace: self.relay_grace_ms,
+                timeout: self.publish_timeout_ms,
+            });
+        }
+        if let Some(base) = &self.public_base_url
+            && !(base.starts_with("http://") || base.starts_with("https://"))
+        {
+            return Err(SettingsError::BadPublicBaseUrl(base.clone()));
+        }
+        Ok(())
+    }
+
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish_timeout_ms)
+    }
+    pub fn amqp_connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.amqp_connect_timeout_ms)
+    }
+    pub fn relay_interval(&self) -> Duration {
+        Duration::from_millis(self.relay_interval_ms)
+    }
+    pub fn relay_grace(&self) -> Duration {
+        Duration::from_millis(self.relay_grace_ms)
+    }
+    pub fn readiness_timeout(&self) -> Duration {
+        Duration::from_millis(self.readiness_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(GatewaySettings::default().validate(), Ok(()));
+        assert_eq!(Settings::default().bind_addr, "0.0.0.0:8080");
+    }
+
+    #[test]
+    fn a_grace_shorter_than_the_publish_timeout_is_refused() {
+        let s = GatewaySettings { relay_grace_ms: 1_000, publish_timeout_ms: 2_000, ..GatewaySettings::default() };
+        assert!(matches!(s.validate(), Err(SettingsError::GraceShorterThanPublish { .. })));
+    }
+
+    #[test]
+    fn a_public_base_url_must_be_absolute() {
+        let s = GatewaySettings { public_base_url: Some("reports.example.com".into()), ..GatewaySettings::default() };
+        assert!(matches!(s.validate(), Err(SettingsError::BadPublicBaseUrl(_))));
+    }
+
+    #[test]
+    fn a_partial_gateway_section_keeps_the_other_defaults() {
+        let s: Settings = serde_json::from_str(r#"{"gateway": {"workers": 4}}"#).expect("parses");
+        assert_eq!(s.gateway.workers, 4);
+        assert_eq!(s.gateway.publish_timeout_ms, GatewaySettings::default().publish_timeout_ms);
+        assert_eq!(s.amqp, AmqpSettings::default());
+    }
+}

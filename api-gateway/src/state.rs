@@ -1,0 +1,16 @@
+//! What every request handler shares.
+
+use std::sync::Arc;
+
+use shared_model::db::DbPool;
+
+use crate::cache::CompletedReports;
+use crate::publisher::JobPublisher;
+use crate::settings::GatewaySettings;
+
+pub struct AppState {
+    pub pool: DbPool,
+    pub publisher: Arc<JobPublisher>,
+    pub settings: GatewaySettings,
+    pub completed: CompletedReports,
+}
