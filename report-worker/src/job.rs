@@ -21,9 +21,11 @@ use shared_model::db::DbPool;
 use shared_model::input::{HoursRow, Poll};
 use shared_model::messages::ReportJob;
 
+use shared_model::models::reports::{self, FinishedReport, ReportStatus, StartOutcome, StoreError, Stored};
+
 use crate::dataset::{self, Dataset, DatasetError, IngestVersion, RefreshStats};
 use crate::engine::{self, Inputs, StoreUptime};
-use crate::reports::{self, Chunking, Finished, Status, StoreError, Stored};
+use crate::reports::store_complete;
 use crate::settings::WorkerSettings;
 
 /// A job message as the broker delivered it.
@@ -50,7 +52,7 @@ pub enum Outcome {
     /// The CSV is stored and the report Complete.
     Completed { report_id: String, stores: u32, csv_bytes: usize, chunks: u32, timings: JobTimings },
     /// Nothing to do: the report was already Complete or Failed (a redelivery or a duplicate).
-    AlreadyFinished { report_id: String, status: Status },
+    AlreadyFinished { report_id: String, status: ReportStatus },
     /// A permanent problem: the report is marked Failed with `reason`.
     Failed { report_id: String, reason: String },
     /// No report has this id: nothing to compute or mark.
@@ -117,7 +119,7 @@ impl From<StoreError> for JobError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Db(e) => JobError::Retryable(format!("storing the report in MySQL failed: {e}")),
-            e @ StoreError::TooLarge(_) => JobError::Permanent(e.to_string()),
+            e @ (StoreError::TooLarge(_) | StoreError::BadChunking { .. }) => JobError::Permanent(e.to_string()),
         }
     }
 }
@@ -222,19 +224,12 @@ impl JobHandler {
     fn attempt(&self, report_id: &str) -> Result<Outcome, JobError> {
         let started = Instant::now();
         let mut conn = self.pool.get()?;
-        match reports::status(&mut conn, report_id)? {
-            None => return Ok(Outcome::UnknownReport { report_id: report_id.to_owned() }),
-            Some(status @ (Status::Complete | Status::Failed)) => {
-                return Ok(Outcome::AlreadyFinished { report_id: report_id.to_owned(), status });
-            }
-            Some(Status::Running) => {}
-        }
-        if !reports::mark_started(&mut conn, report_id)? {
-            // Finished by another delivery between the two statements.
-            return Ok(match reports::status(&mut conn, report_id)? {
-                Some(status) => Outcome::AlreadyFinished { report_id: report_id.to_owned(), status },
-                None => Outcome::UnknownReport { report_id: report_id.to_owned() },
-            });
+        let finished = |status| Ok(Outcome::AlreadyFinished { report_id: report_id.to_owned(), status });
+        match reports::mark_started(&mut conn, report_id)? {
+            StartOutcome::Unknown => return Ok(Outcome::UnknownReport { report_id: report_id.to_owned() }),
+            StartOutcome::AlreadyComplete => return finished(ReportStatus::Complete),
+            StartOutcome::AlreadyFailed => return finished(ReportStatus::Failed),
+            StartOutcome::Started { .. } => {}
         }
 
         let (data, stats) = self.read_dataset(&mut conn)?;
@@ -255,10 +250,9 @@ impl JobHandler {
         let storing = Instant::now();
         let store_count = u32::try_from(rows.len())
             .map_err(|_| JobError::Permanent(format!("{} stores do not fit in a report row", rows.len())))?;
-        let chunking =
-            Chunking { chunk_bytes: self.settings.chunk_bytes, chunks_per_insert: self.settings.chunks_per_insert() };
-        let stored =
-            reports::store_complete(&mut conn, report_id, Finished { as_of: now, store_count, csv: &csv }, chunking)?;
+        let as_of = now.and_then(chrono::DateTime::from_timestamp_micros).map(|t| t.naive_utc());
+        let finished_report = FinishedReport { as_of, store_count, csv: &csv };
+        let stored = store_complete(&mut conn, report_id, finished_report, self.settings.chunking())?;
         let timings = JobTimings { read, compute, store: storing.elapsed(), total: started.elapsed() };
         Ok(match stored {
             Stored::Complete { chunks } => Outcome::Completed {
@@ -269,7 +263,7 @@ impl JobHandler {
                 timings,
             },
             Stored::AlreadyComplete => {
-                Outcome::AlreadyFinished { report_id: report_id.to_owned(), status: Status::Complete }
+                Outcome::AlreadyFinished { report_id: report_id.to_owned(), status: ReportStatus::Complete }
             }
             Stored::Unknown => Outcome::UnknownReport { report_id: report_id.to_owned() },
         })

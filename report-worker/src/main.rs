@@ -1,17 +1,20 @@
+//! `report-worker [run]` — the queue consumer (settings: `config/`, `APP__…`, `DATABASE_URL`, `AMQP_URL`).
 //! `report-worker compute --data <DIR> [--out <FILE>]` — the offline report.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use report_worker::cli;
+use report_worker::settings::Settings;
+use report_worker::{cli, consumer};
 use shared_model::input::parse::format_micros;
 
-const USAGE: &str = "usage: report-worker compute --data <DIR> [--out <FILE>]";
+const USAGE: &str = "usage: report-worker [run]\n       report-worker compute --data <DIR> [--out <FILE>]";
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        None | Some("run") if args.len() <= 1 => run(),
         Some("compute") => compute(&args[1..]),
         Some("-h" | "--help") => {
             println!("{USAGE}");
@@ -63,6 +66,45 @@ fn compute(args: &[String]) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> ExitCode {
+    let settings = match shared_model::settings::load::<Settings>() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("report-worker: cannot read the settings: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("report-worker: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(consumer::run(settings, stop_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM (what orchestrators send) or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = term.recv() => log::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => log::info!("SIGINT received"),
+        },
+        Err(e) => {
+            log::warn!("cannot listen for SIGTERM ({e}); stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

@@ -1,143 +1,78 @@
-//! The worker's side of the `reports` row and its `report_chunks`: claim an attempt, write progress, store
-//! the finished CSV and mark it Complete in one transaction, or mark it Failed.
+//! Storing a finished report: `shared_model::models::reports::store_complete` with two changes that the
+//! worker needs under concurrency (measured: two workers finishing different reports at the same moment
+//! deadlocked in the shared version).
+//! - The stale chunks of an interrupted attempt are deleted only when there are any: a DELETE of an empty
+//!   range still takes a gap lock at REPEATABLE READ, and two transactions holding the same gap lock then
+//!   deadlock on their inserts into it.
+//! - A deadlock that happens anyway (InnoDB may pick this transaction as the victim) is retried at once: the
+//!   transaction rolled back whole, and retrying is cheaper than a redelivery.
 //!
-//! Every write to the status is conditional on the status it expects, so duplicate deliveries of one job
-//! (the gateway's outbox may publish twice) stay correct: the first delivery to finish stores the report,
-//! a later one finds it Complete and stores nothing.
+//! Everything else about the report row (start, progress, failure, reading the CSV back) uses
+//! `shared_model::models::reports` as it is.
 
-use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::mysql::MysqlConnection;
 use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use shared_model::models::reports::{Chunking, FinishedReport, MAX_STATEMENT_BYTES, ReportStatus, StoreError, Stored};
 use shared_model::schema::{report_chunks, reports};
 
-pub const RUNNING: &str = "Running";
-pub const COMPLETE: &str = "Complete";
-pub const FAILED: &str = "Failed";
+const DEADLOCK_TRIES: u32 = 3;
 
-/// A Failed report's reason is for a person; anything longer than this is cut.
-const MAX_ERROR_CHARS: usize = 2_000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Running,
-    Complete,
-    Failed,
-}
-
-impl Status {
-    fn parse(s: &str) -> Option<Status> {
-        match s {
-            RUNNING => Some(Status::Running),
-            COMPLETE => Some(Status::Complete),
-            FAILED => Some(Status::Failed),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Running => RUNNING,
-            Status::Complete => COMPLETE,
-            Status::Failed => FAILED,
-        }
-    }
-}
-
-fn utc_now() -> NaiveDateTime {
-    Utc::now().naive_utc()
-}
-
-/// The report's status; `None` for an unknown id. A status this code does not know reads as Running, so a
-/// newer writer's state is never mistaken for finished work.
-pub fn status(conn: &mut MysqlConnection, report_id: &str) -> QueryResult<Option<Status>> {
-    let status: Option<String> =
-        reports::table.filter(reports::report_id.eq(report_id)).select(reports::status).first(conn).optional()?;
-    Ok(status.map(|s| Status::parse(&s).unwrap_or(Status::Running)))
-}
-
-/// Records the start of an attempt: `started_at`, `attempts + 1`, progress cleared. False when the report
-/// is not Running (any more).
-pub fn mark_started(conn: &mut MysqlConnection, report_id: &str) -> QueryResult<bool> {
-    let changed =
-        diesel::update(reports::table.filter(reports::report_id.eq(report_id)).filter(reports::status.eq(RUNNING)))
-            .set((
-                reports::started_at.eq(utc_now()),
-                reports::attempts.eq(reports::attempts + 1),
-                reports::stores_done.eq(None::<u32>),
-                reports::stores_total.eq(None::<u32>),
-            ))
-            .execute(conn)?;
-    Ok(changed == 1)
-}
-
-pub fn set_progress(conn: &mut MysqlConnection, report_id: &str, done: u32, total: u32) -> QueryResult<()> {
-    diesel::update(reports::table.filter(reports::report_id.eq(report_id)).filter(reports::status.eq(RUNNING)))
-        .set((reports::stores_done.eq(done), reports::stores_total.eq(total)))
-        .execute(conn)?;
-    Ok(())
-}
-
-/// A finished report, ready to store.
-#[derive(Debug, Clone, Copy)]
-pub struct Finished<'a> {
-    /// The report's `now` (µs since the epoch); `None` when there was no poll at all.
-    pub as_of: Option<i64>,
-    pub store_count: u32,
-    pub csv: &'a [u8],
-}
-
-/// How the CSV is cut into rows and statements; see `WorkerSettings`.
-#[derive(Debug, Clone, Copy)]
-pub struct Chunking {
-    pub chunk_bytes: usize,
-    pub chunks_per_insert: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stored {
-    /// The CSV is stored in this many chunks and the report is Complete.
-    Complete { chunks: u32 },
-    /// Another delivery of the same job stored it first.
-    AlreadyComplete,
-    /// No such report (any more).
-    Unknown,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(transparent)]
-    Db(#[from] diesel::result::Error),
-    #[error("the report is {0} bytes, more chunks than a report row can number")]
-    TooLarge(usize),
-}
-
-/// Stores the CSV and marks the report Complete, in one transaction: chunks of an earlier, interrupted
-/// attempt go first, so a reader only ever sees a whole report. A Failed report is completed too: the
-/// dead-letter path may have given up on a job whose duplicate then finished, and the finished report is
-/// the better answer.
+/// Stores the CSV and marks the report Complete in one transaction, so a reader sees either no report or
+/// all of it. A report another delivery completed first is left alone; a Failed one is completed (a
+/// duplicate delivery may finish after another gave up, and the finished report is the better answer).
 pub fn store_complete(
     conn: &mut MysqlConnection,
     report_id: &str,
-    report: Finished<'_>,
+    report: FinishedReport<'_>,
     chunking: Chunking,
 ) -> Result<Stored, StoreError> {
-    let chunk_bytes = chunking.chunk_bytes.max(1);
-    let chunk_count =
-        u32::try_from(report.csv.len().div_ceil(chunk_bytes)).map_err(|_| StoreError::TooLarge(report.csv.len()))?;
+    let Chunking { chunk_bytes, max_statement_bytes } = chunking;
+    if chunk_bytes == 0 || chunk_bytes > max_statement_bytes || max_statement_bytes > MAX_STATEMENT_BYTES {
+        return Err(StoreError::BadChunking { chunk_bytes, max_statement_bytes });
+    }
+    if u32::try_from(report.csv.len().div_ceil(chunk_bytes)).is_err() {
+        return Err(StoreError::TooLarge(report.csv.len()));
+    }
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match store_once(conn, report_id, report, chunking) {
+            Err(StoreError::Db(DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, info)))
+                if tries < DEADLOCK_TRIES =>
+            {
+                log::warn!(
+                    "report_id={report_id} storing the report hit a deadlock ({}); trying again",
+                    info.message()
+                );
+            }
+            result => return result,
+        }
+    }
+}
+
+fn store_once(
+    conn: &mut MysqlConnection,
+    report_id: &str,
+    report: FinishedReport<'_>,
+    Chunking { chunk_bytes, max_statement_bytes }: Chunking,
+) -> Result<Stored, StoreError> {
     conn.transaction(|conn| {
-        let current: Option<String> = reports::table
-            .filter(reports::report_id.eq(report_id))
-            .select(reports::status)
-            .for_update()
-            .first(conn)
-            .optional()?;
-        match current.as_deref() {
+        let status: Option<String> =
+            reports::table.find(report_id).select(reports::status).for_update().first(conn).optional()?;
+        match status.as_deref().map(ReportStatus::parse) {
             None => return Ok(Stored::Unknown),
-            Some(COMPLETE) => return Ok(Stored::AlreadyComplete),
+            Some(ReportStatus::Complete) => return Ok(Stored::AlreadyComplete),
             Some(_) => {}
         }
-        diesel::delete(report_chunks::table.filter(report_chunks::report_id.eq(report_id))).execute(conn)?;
-        let chunks: Vec<_> = report
+        // A plain read: every writer of this report's chunks holds the row lock taken above, so the count
+        // cannot change under us, and it locks no gap.
+        let stale: i64 =
+            report_chunks::table.filter(report_chunks::report_id.eq(report_id)).count().get_result(conn)?;
+        if stale > 0 {
+            diesel::delete(report_chunks::table.filter(report_chunks::report_id.eq(report_id))).execute(conn)?;
+        }
+        let rows: Vec<_> = report
             .csv
             .chunks(chunk_bytes)
             .zip(0u32..)
@@ -145,15 +80,15 @@ pub fn store_complete(
                 (report_chunks::report_id.eq(report_id), report_chunks::seq.eq(seq), report_chunks::data.eq(data))
             })
             .collect();
-        for statement in chunks.chunks(chunking.chunks_per_insert.max(1)) {
+        for statement in rows.chunks((max_statement_bytes / chunk_bytes).max(1)) {
             diesel::insert_into(report_chunks::table).values(statement).execute(conn)?;
         }
-        let as_of = report.as_of.and_then(DateTime::from_timestamp_micros).map(|t| t.naive_utc());
-        diesel::update(reports::table.filter(reports::report_id.eq(report_id)))
+        let chunks = u32::try_from(rows.len()).map_err(|_| StoreError::TooLarge(report.csv.len()))?;
+        diesel::update(reports::table.find(report_id))
             .set((
-                reports::status.eq(COMPLETE),
-                reports::finished_at.eq(utc_now()),
-                reports::as_of.eq(as_of),
+                reports::status.eq(ReportStatus::Complete.as_str()),
+                reports::finished_at.eq(chrono::Utc::now().naive_utc()),
+                reports::as_of.eq(report.as_of),
                 reports::store_count.eq(report.store_count),
                 reports::csv_bytes.eq(report.csv.len() as u64),
                 reports::stores_done.eq(report.store_count),
@@ -161,33 +96,6 @@ pub fn store_complete(
                 reports::error.eq(None::<String>),
             ))
             .execute(conn)?;
-        Ok(Stored::Complete { chunks: chunk_count })
+        Ok(Stored::Complete { chunks })
     })
-}
-
-/// Marks a Running report Failed with `reason`. False when it was not Running (finished, or unknown).
-pub fn mark_failed(conn: &mut MysqlConnection, report_id: &str, reason: &str) -> QueryResult<bool> {
-    let reason: String = if reason.chars().count() > MAX_ERROR_CHARS {
-        reason.chars().take(MAX_ERROR_CHARS - 1).chain(std::iter::once('…')).collect()
-    } else {
-        reason.to_owned()
-    };
-    let changed =
-        diesel::update(reports::table.filter(reports::report_id.eq(report_id)).filter(reports::status.eq(RUNNING)))
-            .set((reports::status.eq(FAILED), reports::finished_at.eq(utc_now()), reports::error.eq(reason)))
-            .execute(conn)?;
-    Ok(changed == 1)
-}
-
-/// The stored CSV of a report, reassembled; `None` when it has no chunks.
-pub fn read_csv(conn: &mut MysqlConnection, report_id: &str) -> QueryResult<Option<Vec<u8>>> {
-    let chunks: Vec<Vec<u8>> = report_chunks::table
-        .filter(report_chunks::report_id.eq(report_id))
-        .order(report_chunks::seq)
-        .select(report_chunks::data)
-        .load(conn)?;
-    if chunks.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(chunks.concat()))
 }

@@ -3,11 +3,12 @@
 //! variables, then `DATABASE_URL` / `AMQP_URL`. Tests build the struct directly.
 
 use serde::Deserialize;
+use shared_model::models::reports::{Chunking, MAX_STATEMENT_BYTES};
 use shared_model::settings::{AmqpSettings, DatabaseSettings};
 
 /// MySQL's default `max_allowed_packet` is 16 MiB (MariaDB 10.11; MySQL 8 allows 64 MiB). One INSERT of
 /// chunks stays under this, which leaves room for the statement around the data.
-pub const MAX_INSERT_BYTES_LIMIT: usize = 15 << 20;
+pub const MAX_INSERT_BYTES_LIMIT: usize = MAX_STATEMENT_BYTES;
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 pub struct Settings {
@@ -79,9 +80,8 @@ impl WorkerSettings {
         Ok(())
     }
 
-    /// Chunks per INSERT statement.
-    pub fn chunks_per_insert(&self) -> usize {
-        (self.max_insert_bytes / self.chunk_bytes.max(1)).max(1)
+    pub fn chunking(&self) -> Chunking {
+        Chunking { chunk_bytes: self.chunk_bytes, max_statement_bytes: self.max_insert_bytes }
     }
 }
 
@@ -93,7 +93,8 @@ mod tests {
     fn defaults_are_valid_and_keep_one_insert_under_the_packet_limit() {
         let s = WorkerSettings::default();
         assert_eq!(s.validate(), Ok(()));
-        assert!(s.chunks_per_insert() * s.chunk_bytes <= MAX_INSERT_BYTES_LIMIT);
+        assert!(s.max_insert_bytes <= MAX_INSERT_BYTES_LIMIT && s.chunk_bytes <= s.max_insert_bytes);
+        assert_eq!(s.chunking(), Chunking::default(), "the same defaults as the shared model");
         assert_eq!(s.prefetch, 1);
     }
 

@@ -10,9 +10,9 @@ use common::*;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use report_worker::job::{Disposition, JobDelivery, JobHandler, Outcome};
-use report_worker::reports::{self, Status};
 use report_worker::settings::WorkerSettings;
 use shared_model::input::{HoursRow, Poll};
+use shared_model::models::reports::{self, ReportStatus as Status};
 use shared_model::schema::report_chunks;
 
 const DELIVERY_LIMIT: u32 = 3;
@@ -27,7 +27,9 @@ fn deliver(handler: &JobHandler, report_id: &str) -> Outcome {
 }
 
 fn stored_csv(db: &TestDb, report_id: &str) -> Vec<u8> {
-    reports::read_csv(&mut db.conn(), report_id).expect("read chunks").expect("the report has chunks")
+    let csv = reports::read_csv(&mut db.conn(), report_id).expect("read chunks");
+    assert!(!csv.is_empty(), "the report has chunks");
+    csv
 }
 
 fn cli_report(folder: &std::path::Path) -> Vec<u8> {

@@ -2,6 +2,8 @@
 //! ingest writes them, and in-memory expectations computed by the engine from the same data.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;

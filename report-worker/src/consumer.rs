@@ -1,0 +1,294 @@
+//! The queue consumer: `report-worker run`.
+//!
+//! One AMQP connection with three channels — one to declare the topology, one consuming jobs with
+//! `basic.qos(prefetch)` (`shared_model::queue::open_consume_channel`), one consuming the failed-marker
+//! copy of dead-lettered jobs (see [`topology`]). The worker publishes nothing.
+//! Each job runs on the blocking pool through [`JobHandler::handle`]; its outcome becomes an ack, a
+//! requeue or a dead-letter only after the report is stored or marked.
+//!
+//! Shutdown (the `shutdown` future, SIGTERM/SIGINT in the binary): both consumers are cancelled, jobs in
+//! hand finish and are acknowledged, then the connection closes. A lost broker connection is reopened
+//! with a backoff; the kept dataset survives it.
+//!
+//! [`topology`]: crate::topology
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures_util::StreamExt as _;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use shared_model::db::{self, DbPool};
+use shared_model::messages::ReportJob;
+use shared_model::models::reports;
+use shared_model::queue;
+use tokio::task::JoinSet;
+
+use crate::job::{Disposition, JobDelivery, JobHandler};
+use crate::settings::Settings;
+use crate::topology;
+
+/// How long the failed-marker waits before handing a message back when MySQL cannot be reached.
+const MARKER_RETRY_DELAY: Duration = Duration::from_secs(5);
+const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(30);
+
+/// Connects to MySQL (migrating it) and runs [`consume`] until `shutdown` resolves.
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    settings.worker.validate()?;
+    let url = settings.database.url.clone();
+    let pool = tokio::task::spawn_blocking(move || -> anyhow::Result<DbPool> {
+        let mut conn = db::connect(&url)?;
+        let applied = db::run_migrations(&mut conn)?;
+        if !applied.is_empty() {
+            log::info!("applied migrations {}", applied.join(", "));
+        }
+        // A job holds one connection for its read and its writes, and its progress ticker another.
+        let size = settings.database.pool_size.max(2 * u32::from(settings.worker.prefetch) + 1);
+        Ok(db::pool(&url, size)?)
+    })
+    .await
+    .context("the MySQL start-up task panicked")??;
+    let handler = Arc::new(JobHandler::new(pool.clone(), settings.worker.clone(), settings.amqp.delivery_limit));
+    consume(&settings, handler, pool, shutdown).await
+}
+
+/// Consumes jobs with `handler` until `shutdown` resolves, reconnecting to the broker when the connection
+/// drops.
+pub async fn consume(
+    settings: &Settings,
+    handler: Arc<JobHandler>,
+    pool: DbPool,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut shutdown = pin!(shutdown);
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match session(settings, &handler, &pool, shutdown.as_mut()).await {
+            Ok(()) => return Ok(()),
+            Err(e) => log::error!(
+                "broker session at {} ended: {e:#}; reconnecting in {} ms",
+                db::redact_url(&settings.amqp.url),
+                delay.as_millis()
+            ),
+        }
+        tokio::select! {
+            () = shutdown.as_mut() => return Ok(()),
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(RECONNECT_DELAY_MAX);
+    }
+}
+
+/// One connection's worth of consuming. Ok when `shutdown` resolved and the jobs in hand are done.
+async fn session(
+    settings: &Settings,
+    handler: &Arc<JobHandler>,
+    pool: &DbPool,
+    mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> anyhow::Result<()> {
+    let amqp = &settings.amqp;
+    let tag = consumer_tag();
+    let connection = queue::connect_once(&amqp.url, &tag, queue::DEFAULT_CONNECT_TIMEOUT).await?;
+    let declaring = connection.create_channel().await?;
+    topology::declare(&declaring, amqp).await?;
+
+    let (jobs_channel, mut jobs) =
+        queue::open_consume_channel(&connection, amqp, settings.worker.prefetch, &tag).await?;
+    let marker_channel = connection.create_channel().await?;
+    marker_channel.basic_qos(16, BasicQosOptions::default()).await?;
+    let marker_queue = topology::failed_marker_queue(amqp);
+    let mut dead = marker_channel
+        .basic_consume(
+            marker_queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("consuming {marker_queue}"))?;
+    log::info!("consuming {} (prefetch {}) and {marker_queue} as {tag}", amqp.queue, settings.worker.prefetch);
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    let mut in_hand = JoinSet::new();
+    let ended = loop {
+        tokio::select! {
+            () = shutdown.as_mut() => break Ok(()),
+            next = jobs.next() => match next {
+                Some(Ok(delivery)) => {
+                    in_hand.spawn(run_job(Arc::clone(handler), delivery, Arc::clone(&stopping)));
+                }
+                Some(Err(e)) => break Err(anyhow::Error::new(e).context("job consumer failed")),
+                None => break Err(anyhow::anyhow!("the broker cancelled the job consumer")),
+            },
+            next = dead.next() => match next {
+                Some(Ok(delivery)) => {
+                    in_hand.spawn(mark_dead_lettered(pool.clone(), delivery));
+                }
+                Some(Err(e)) => break Err(anyhow::Error::new(e).context("failed-marker consumer failed")),
+                None => break Err(anyhow::anyhow!("the broker cancelled the failed-marker consumer")),
+            },
+            Some(_) = in_hand.join_next(), if !in_hand.is_empty() => {}
+        }
+    };
+    if ended.is_ok() {
+        log::info!("stopping: no new jobs; finishing {} in hand", in_hand.len());
+        stopping.store(true, Ordering::SeqCst);
+        let _ = jobs_channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+        let _ = marker_channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+    }
+    // Jobs in hand finish either way: on a lost connection their ack fails and the broker redelivers
+    // them, which the handler recognises as already done.
+    while in_hand.join_next().await.is_some() {}
+    if ended.is_ok() {
+        let _ = connection.close(200, "report-worker stopping".into()).await;
+        log::info!("stopped");
+    }
+    ended
+}
+
+fn consumer_tag() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    format!("report-worker@{host}:{}:{}", std::process::id(), nanoid_like())
+}
+
+/// Distinguishes sessions of one process in the management UI.
+fn nanoid_like() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("{nanos:08x}")
+}
+
+fn header<'a>(headers: Option<&'a FieldTable>, name: &str) -> Option<&'a AMQPValue> {
+    headers?.inner().iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v)
+}
+
+fn integer(value: &AMQPValue) -> Option<u32> {
+    match value {
+        AMQPValue::ShortShortInt(v) => u32::try_from(*v).ok(),
+        AMQPValue::ShortShortUInt(v) => Some(u32::from(*v)),
+        AMQPValue::ShortInt(v) => u32::try_from(*v).ok(),
+        AMQPValue::ShortUInt(v) => Some(u32::from(*v)),
+        AMQPValue::LongInt(v) => u32::try_from(*v).ok(),
+        AMQPValue::LongUInt(v) => Some(*v),
+        AMQPValue::LongLongInt(v) => u32::try_from(*v).ok(),
+        _ => None,
+    }
+}
+
+fn text(value: &AMQPValue) -> Option<String> {
+    match value {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+async fn run_job(handler: Arc<JobHandler>, delivery: Delivery, stopping: Arc<AtomicBool>) {
+    if stopping.load(Ordering::SeqCst) {
+        // Delivered while stopping and not started: another worker takes it.
+        settle(&delivery, Disposition::Requeue).await;
+        return;
+    }
+    let count = queue::previous_deliveries(&delivery);
+    let message_id = delivery.properties.message_id().as_ref().map(|id| id.as_str().to_owned());
+    let body = delivery.data.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        handler.handle(&JobDelivery { body: &body, message_id: message_id.as_deref(), delivery_count: count })
+    })
+    .await;
+    let disposition = match &outcome {
+        Ok(outcome) => outcome.disposition(),
+        Err(e) => {
+            // A panic in the handler is a bug; the delivery limit keeps it from looping.
+            log::error!("a job panicked: {e}; requeued");
+            Disposition::Requeue
+        }
+    };
+    settle(&delivery, disposition).await;
+}
+
+async fn settle(delivery: &Delivery, disposition: Disposition) {
+    let result = match disposition {
+        Disposition::Ack => delivery.ack(BasicAckOptions::default()).await,
+        Disposition::Requeue => delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await,
+        Disposition::DeadLetter => delivery.reject(BasicRejectOptions { requeue: false }).await,
+    };
+    if let Err(e) = result {
+        log::warn!("cannot {disposition:?} delivery {}: {e}; the broker will deliver it again", delivery.delivery_tag);
+    }
+}
+
+/// Marks the report of a dead-lettered job Failed, unless it already finished.
+async fn mark_dead_lettered(pool: DbPool, delivery: Delivery) {
+    let report_id = serde_json::from_slice::<ReportJob>(&delivery.data)
+        .map(|job| job.report_id)
+        .ok()
+        .or_else(|| delivery.properties.message_id().as_ref().map(|id| id.as_str().to_owned()));
+    let Some(report_id) = report_id else {
+        log::error!("a dead-lettered message names no report; dropped from the failed-marker queue");
+        settle(&delivery, Disposition::Ack).await;
+        return;
+    };
+    let reason = dead_letter_reason(delivery.properties.headers().as_ref());
+    let id = report_id.clone();
+    let marked = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
+        let mut conn = pool.get()?;
+        Ok(reports::mark_failed(&mut conn, &id, &reason)?)
+    })
+    .await;
+    match marked {
+        Ok(Ok(true)) => {
+            log::error!("report_id={report_id} marked Failed: its job was dead-lettered");
+            settle(&delivery, Disposition::Ack).await;
+        }
+        Ok(Ok(false)) => {
+            log::info!("report_id={report_id} job dead-lettered; the report had already finished");
+            settle(&delivery, Disposition::Ack).await;
+        }
+        Ok(Err(e)) => {
+            log::warn!("report_id={report_id} cannot mark the dead-lettered report Failed yet: {e:#}");
+            tokio::time::sleep(MARKER_RETRY_DELAY).await;
+            settle(&delivery, Disposition::Requeue).await;
+        }
+        Err(e) => {
+            log::error!("report_id={report_id} marking the dead-lettered report panicked: {e}");
+            tokio::time::sleep(MARKER_RETRY_DELAY).await;
+            settle(&delivery, Disposition::Requeue).await;
+        }
+    }
+}
+
+/// A person's sentence from the `x-death` header RabbitMQ adds when it dead-letters a message.
+fn dead_letter_reason(headers: Option<&FieldTable>) -> String {
+    let death = match header(headers, "x-death") {
+        Some(AMQPValue::FieldArray(deaths)) => match deaths.as_slice().first() {
+            Some(AMQPValue::FieldTable(death)) => Some(death.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let field = |name: &str| death.as_ref().and_then(|d| header(Some(d), name));
+    let why = field("reason").and_then(text);
+    let queue = field("queue").and_then(text).unwrap_or_else(|| "the job queue".into());
+    let deliveries = header(headers, "x-delivery-count").and_then(integer);
+    match why.as_deref() {
+        Some("delivery_limit") => format!(
+            "the report job was given up after {} deliveries from {queue}: workers failed or stopped on every \
+             attempt; see the report worker logs for this report_id, then trigger a new report",
+            deliveries.map_or_else(|| "the maximum number of".to_owned(), |n| (n + 1).to_string())
+        ),
+        Some(other) => format!(
+            "the report job was dead-lettered from {queue} ({other}); see the report worker logs for this \
+             report_id, then trigger a new report"
+        ),
+        None => "the report job was dead-lettered; see the report worker logs for this report_id, then trigger a \
+                 new report"
+            .to_owned(),
+    }
+}
