@@ -37,17 +37,19 @@ impl Application {
     pub async fn build_with_listener(settings: Settings, listener: TcpListener) -> anyhow::Result<Application> {
         settings.gateway.validate()?;
         let url = settings.database.url.clone();
-        let applied = tokio::task::spawn_blocking(move || {
+        let pool_size = settings.database.pool_size.max(1);
+        // Migrations on a connection of their own (MySQL DDL commits implicitly), then the pool, whose
+        // first connection is opened here: both block, so neither runs on the async thread.
+        let pool = tokio::task::spawn_blocking(move || -> anyhow::Result<DbPool> {
             let mut conn = db::connect(&url)?;
-            db::run_migrations(&mut conn)
+            let applied = db::run_migrations(&mut conn)?;
+            if !applied.is_empty() {
+                log::info!("migrations applied: {}", applied.join(", "));
+            }
+            Ok(db::pool(&url, pool_size)?)
         })
         .await
-        .context("the migration task stopped")??;
-        if !applied.is_empty() {
-            log::info!("migrations applied: {}", applied.join(", "));
-        }
-        let pool_size = settings.database.pool_size.max(1);
-        let pool = db::pool(&settings.database.url, pool_size)?;
+        .context("the database start-up task stopped")??;
         let publisher = Arc::new(JobPublisher::new(
             settings.amqp.clone(),
             settings.gateway.amqp_connect_timeout(),
