@@ -23,10 +23,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::NaiveDateTime;
 use chrono_tz::Tz;
 use diesel::connection::SimpleConnection;
 use diesel::mysql::MysqlConnection;
+use diesel::mysql::data_types::MysqlTime;
 use diesel::prelude::*;
 use shared_model::input::{HoursRow, Poll};
 use shared_model::schema::{business_hours, current_snapshots, polls, store_timezones, stores};
@@ -166,8 +166,11 @@ fn read_everything(
     stats: &mut RefreshStats,
 ) -> Result<(), DatasetError> {
     stats.full_read = true;
+    let started = Instant::now();
     dataset.polls = read_all_polls(conn)?;
     stats.polls_read = dataset.polls.len();
+    log::debug!("read {} polls in {:.0} ms", dataset.polls.len(), started.elapsed().as_secs_f64() * 1e3);
+    let started = Instant::now();
     dataset.store_ids = stores::table
         .select((stores::store_key, stores::store_id))
         .load_iter::<(u32, String), diesel::connection::DefaultLoadingMode>(conn)?
@@ -181,6 +184,7 @@ fn read_everything(
     dataset.zones = zones;
     stats.zones_read = Some(dataset.zones.len() + unknown);
     stats.unknown_zones = unknown;
+    log::debug!("read stores, hours and zones in {:.0} ms", started.elapsed().as_secs_f64() * 1e3);
     Ok(())
 }
 
@@ -213,23 +217,34 @@ fn count_polls_after(conn: &mut MysqlConnection, load_id: u64) -> Result<u64, di
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-fn micros(at: NaiveDateTime) -> i64 {
-    at.and_utc().timestamp_micros()
+/// A DATETIME as the client library hands it over, to µs since the epoch, without building a chrono
+/// value first (measured on the 1.9 M-row set: the read drops from ~0.75 s to ~0.6 s). Days from the civil
+/// date by H. Hinnant's `days_from_civil`.
+fn mysql_micros(t: &MysqlTime) -> i64 {
+    let (year, month, day) = (t.year as i64, t.month as i64, t.day as i64);
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    let seconds = days * 86_400 + t.hour as i64 * 3_600 + t.minute as i64 * 60 + t.second as i64;
+    seconds * 1_000_000 + t.second_part as i64
 }
 
 /// Every poll, in primary-key order, which is the engine's (store, at) order. Plain columns: converting
 /// the DATETIME on the client is cheaper than any SQL expression for it (measured: TIMESTAMPDIFF adds
-/// ~0.1 s of server time per 1.9 M rows).
+/// 0.1–0.25 s of server time per 1.9 M rows).
 fn read_all_polls(conn: &mut MysqlConnection) -> Result<Vec<Poll>, diesel::result::Error> {
-    let expected: i64 = polls::table.count().get_result(conn)?;
-    let mut out = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
+    // No COUNT(*) to size the vector: it costs a fifth of the read (a scan of its own), growing costs ~ms.
+    let mut out = Vec::new();
     let rows = polls::table
         .select((polls::store_key, polls::polled_at, polls::active))
         .order((polls::store_key, polls::polled_at))
-        .load_iter::<(u32, NaiveDateTime, bool), diesel::connection::DefaultLoadingMode>(conn)?;
+        .load_iter::<(u32, MysqlTime, bool), diesel::connection::DefaultLoadingMode>(conn)?;
     for row in rows {
         let (store, at, active) = row?;
-        out.push(Poll { store, at: micros(at), active });
+        out.push(Poll { store, at: mysql_micros(&at), active });
     }
     Ok(out)
 }
@@ -243,8 +258,8 @@ fn merge_changed_polls(
     let mut changed: Vec<Poll> = polls::table
         .filter(polls::load_id.gt(after_load_id))
         .select((polls::store_key, polls::polled_at, polls::active))
-        .load_iter::<(u32, NaiveDateTime, bool), diesel::connection::DefaultLoadingMode>(conn)?
-        .map(|row| row.map(|(store, at, active)| Poll { store, at: micros(at), active }))
+        .load_iter::<(u32, MysqlTime, bool), diesel::connection::DefaultLoadingMode>(conn)?
+        .map(|row| row.map(|(store, at, active)| Poll { store, at: mysql_micros(&at), active }))
         .collect::<Result<_, _>>()?;
     changed.sort_unstable_by_key(|p| (p.store, p.at));
     stats.polls_read = changed.len();
@@ -359,10 +374,42 @@ fn read_zones(
 
 #[cfg(test)]
 mod tests {
+    use chrono::NaiveDateTime;
+
     use super::*;
+
+    fn micros(at: NaiveDateTime) -> i64 {
+        at.and_utc().timestamp_micros()
+    }
 
     fn p(store: u32, at: i64, active: bool) -> Poll {
         Poll { store, at, active }
+    }
+
+    #[test]
+    fn mysql_datetimes_convert_like_chrono() {
+        for text in [
+            "1970-01-01 00:00:00",
+            "2023-01-25 18:13:22.479220",
+            "2024-02-29 23:59:59.999999",
+            "1969-12-31 23:59:59.5",
+            "2100-03-01 00:00:00",
+        ] {
+            let at = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").expect("valid");
+            let t = MysqlTime::new(
+                chrono::Datelike::year(&at) as _,
+                chrono::Datelike::month(&at) as _,
+                chrono::Datelike::day(&at) as _,
+                chrono::Timelike::hour(&at) as _,
+                chrono::Timelike::minute(&at) as _,
+                chrono::Timelike::second(&at) as _,
+                (chrono::Timelike::nanosecond(&at) / 1_000) as _,
+                false,
+                diesel::mysql::data_types::MysqlTimestampType::MYSQL_TIMESTAMP_DATETIME,
+                0,
+            );
+            assert_eq!(mysql_micros(&t), micros(at), "{text}");
+        }
     }
 
     #[test]

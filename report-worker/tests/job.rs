@@ -10,9 +10,11 @@ use common::*;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use report_worker::job::{Disposition, JobDelivery, JobHandler, Outcome};
+use report_worker::reports::store_complete;
 use report_worker::settings::WorkerSettings;
 use shared_model::input::{HoursRow, Poll};
 use shared_model::models::reports::{self, ReportStatus as Status};
+use shared_model::models::reports::{FinishedReport, Stored};
 use shared_model::schema::report_chunks;
 
 const DELIVERY_LIMIT: u32 = 3;
@@ -361,4 +363,33 @@ fn concurrent_duplicate_deliveries_complete_the_report_once() {
     assert_eq!(completed, 1, "{outcomes:?}");
     assert!(outcomes.iter().all(|o| o.disposition() == Disposition::Ack), "{outcomes:?}");
     assert_eq!(stored_csv(&db, &report_id), data.expected_csv());
+}
+
+#[test]
+fn a_report_of_a_million_stores_is_stored_in_pieces_under_the_packet_limit() {
+    let db = TestDb::new();
+    let mut conn = db.conn();
+    let report_id = create_report(&mut conn);
+    let mut csv = format!("{}\n", report_worker::engine::HEADER).into_bytes();
+    for i in 0..1_000_000 {
+        csv.extend_from_slice(format!("{:036},60.00,24.00,168.00,0.00,0.00,0.00\n", i).as_bytes());
+    }
+    assert!(csv.len() > 60 << 20, "bigger than MEDIUMBLOB and than any default packet");
+    let finished = FinishedReport { as_of: Some(naive(1_700_000_000_000_000)), store_count: 1_000_000, csv: &csv };
+    let stored = store_complete(&mut conn, &report_id, finished, WorkerSettings::default().chunking()).expect("stored");
+    assert_eq!(stored, Stored::Complete { chunks: csv.len().div_ceil(1 << 20) as u32 });
+    let largest: Option<u32> = report_chunks::table
+        .filter(report_chunks::report_id.eq(&report_id))
+        .select(diesel::dsl::max(diesel::dsl::sql::<diesel::sql_types::Unsigned<diesel::sql_types::Integer>>(
+            "OCTET_LENGTH(data)",
+        )))
+        .first(&mut conn)
+        .expect("max");
+    assert_eq!(largest, Some(1 << 20));
+    assert!(stored_csv(&db, &report_id) == csv, "reassembles byte for byte");
+    let row = report_row(&mut conn, &report_id);
+    assert_eq!(
+        (row.status.as_str(), row.store_count, row.csv_bytes),
+        ("Complete", Some(1_000_000), Some(csv.len() as u64))
+    );
 }
