@@ -267,3 +267,42 @@ async fn on_sigterm_the_worker_finishes_the_job_in_hand_then_exits() {
     assert_eq!((row.status.as_str(), row.attempts), ("Running", 0), "no new job was started: {row:?}");
     assert_eq!(broker.ready(&broker.amqp.queue).await, 1, "the next job waits for another worker");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_worker_comes_back_when_the_broker_cancels_its_consumer() {
+    let db = TestDb::new();
+    let broker = TestBroker::new();
+    let mut conn = db.conn();
+    let data = generate(&mut conn, 10, 10, 1_700_000_000_000_000);
+    let worker = Worker::start(settings(&db, &broker, WorkerSettings::default()));
+    let (channel_conn, channel) = broker.channel().await;
+    wait_for_consumers(&channel, &broker.amqp.queue, 1).await;
+
+    // Deleting the queue cancels the consumer (as a failover of the queue leader can); the worker must
+    // notice, reconnect and declare the topology again.
+    channel.queue_delete(broker.amqp.queue.as_str().into(), Default::default()).await.expect("delete the queue");
+    let (_again, channel) = broker.channel().await;
+    wait_for_consumers(&channel, &broker.amqp.queue, 1).await;
+    let report_id = create_report(&mut conn);
+    broker.publish(std::slice::from_ref(&report_id)).await;
+    wait_for("the report to complete", Duration::from_secs(30), || {
+        report_row(&mut conn, &report_id).status == "Complete"
+    })
+    .await;
+    assert_eq!(reports::read_csv(&mut conn, &report_id).expect("read"), data.expected_csv());
+    worker.stop().await;
+    let _ = channel_conn.close(200, "done".into()).await;
+}
+
+async fn wait_for_consumers(channel: &lapin::Channel, queue: &str, n: u32) {
+    let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let q = channel.queue_declare(queue.into(), passive, Default::default()).await.expect("queue exists");
+        if q.consumer_count() >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{queue} has {} consumers, expected {n}", q.consumer_count());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
