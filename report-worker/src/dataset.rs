@@ -13,7 +13,8 @@
 //!
 //! This relies on what the ingest does: a load's `loads` row exists (as `running`) before its polls are
 //! written and leaves `running` only after they are committed; polls are upserted, never deleted; a
-//! snapshot's rows do not change once it is current.
+//! snapshot's rows do not change once it is current. A database reset (load ids going back) is noticed
+//! and read whole; polls deleted by hand are not noticed until the worker restarts.
 //!
 //! [`refresh`] must run inside one consistent-snapshot transaction ([`with_consistent_snapshot`]), so the
 //! polls, hours and zones of one report all come from the same moment.
@@ -134,8 +135,11 @@ pub fn refresh(cache: &mut Option<Arc<Dataset>>, conn: &mut MysqlConnection) -> 
                 return Ok(stats);
             }
             let dataset = Arc::make_mut(arc);
-            // Past a quarter of the table, one ordered scan beats that many lookups through the load_id index.
-            if changed > 0 && changed.saturating_mul(4) > dataset.polls.len() as u64 {
+            // Load ids only grow; fewer loads than before means the database was reset or restored, and
+            // nothing kept can be trusted. Past a quarter of the table, one ordered scan also beats that many
+            // lookups through the load_id index.
+            let reset = version.settled_load_id < previous.settled_load_id;
+            if reset || (changed > 0 && changed.saturating_mul(4) > dataset.polls.len() as u64) {
                 *dataset = Dataset { version, ..Dataset::default() };
                 read_everything(dataset, conn, &mut stats)?;
             } else {

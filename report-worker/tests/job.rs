@@ -393,3 +393,31 @@ fn a_report_of_a_million_stores_is_stored_in_pieces_under_the_packet_limit() {
         ("Complete", Some(1_000_000), Some(csv.len() as u64))
     );
 }
+
+#[test]
+fn a_database_reset_behind_the_workers_back_is_read_whole() {
+    let db = TestDb::new();
+    let mut conn = db.conn();
+    let old = generate(&mut conn, 10, 10, 1_700_000_000_000_000);
+    let warm = handler(&db, WorkerSettings::default());
+    let first = create_report(&mut conn);
+    assert!(matches!(deliver(&warm, &first), Outcome::Completed { .. }));
+
+    // An operator empties the data and loads a smaller set: load ids start again from 1.
+    conn.batch_execute(
+        "DELETE FROM polls; DELETE FROM business_hours; DELETE FROM store_timezones; DELETE FROM snapshots; \
+         UPDATE current_snapshots SET snapshot_id = NULL, load_id = NULL; DELETE FROM loads; \
+         ALTER TABLE loads AUTO_INCREMENT = 1",
+    )
+    .expect("reset");
+    let store = old.polls[0].store;
+    let polls = [Poll { store, at: 1_600_000_000_000_000, active: true }];
+    let load = insert_load(&mut conn, "polls", "loaded");
+    assert_eq!(load, 1);
+    upsert_polls(&mut conn, load, &polls);
+    let fresh = Data { ids: old.ids.clone(), polls: polls.to_vec(), ..Data::default() };
+
+    let second = create_report(&mut conn);
+    assert!(matches!(deliver(&warm, &second), Outcome::Completed { stores: 1, .. }));
+    assert_eq!(stored_csv(&db, &second), fresh.expected_csv());
+}
