@@ -38,6 +38,8 @@ use crate::topology;
 /// How long the failed-marker waits before handing a message back when MySQL cannot be reached.
 const MARKER_RETRY_DELAY: Duration = Duration::from_secs(5);
 const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(30);
+/// The longest wait before a failed job goes back to the queue.
+const RETRY_DELAY_MAX: Duration = Duration::from_secs(60);
 
 /// Connects to MySQL (migrating it) and runs [`consume`] until `shutdown` resolves.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -116,13 +118,14 @@ async fn session(
     log::info!("consuming {} (prefetch {}) and {marker_queue} as {tag}", amqp.queue, settings.worker.prefetch);
 
     let stopping = Arc::new(AtomicBool::new(false));
+    let retry_delay = Duration::from_millis(settings.worker.retry_delay_ms);
     let mut in_hand = JoinSet::new();
     let ended = loop {
         tokio::select! {
             () = shutdown.as_mut() => break Ok(()),
             next = jobs.next() => match next {
                 Some(Ok(delivery)) => {
-                    in_hand.spawn(run_job(Arc::clone(handler), delivery, Arc::clone(&stopping)));
+                    in_hand.spawn(run_job(Arc::clone(handler), delivery, Arc::clone(&stopping), retry_delay));
                 }
                 Some(Err(e)) => break Err(anyhow::Error::new(e).context("job consumer failed")),
                 None => break Err(anyhow::anyhow!("the broker cancelled the job consumer")),
@@ -189,7 +192,7 @@ fn text(value: &AMQPValue) -> Option<String> {
     }
 }
 
-async fn run_job(handler: Arc<JobHandler>, delivery: Delivery, stopping: Arc<AtomicBool>) {
+async fn run_job(handler: Arc<JobHandler>, delivery: Delivery, stopping: Arc<AtomicBool>, retry_delay: Duration) {
     if stopping.load(Ordering::SeqCst) {
         // Delivered while stopping and not started: another worker takes it.
         settle(&delivery, Disposition::Requeue).await;
@@ -210,6 +213,15 @@ async fn run_job(handler: Arc<JobHandler>, delivery: Delivery, stopping: Arc<Ato
             Disposition::Requeue
         }
     };
+    if disposition == Disposition::Requeue {
+        // Requeued at once, a job would use up its deliveries within seconds of a MySQL restart; waiting
+        // longer after each failure lets a short outage pass. The wait ends early when the worker stops.
+        let wait = retry_delay.saturating_mul(1 << count.min(5)).min(RETRY_DELAY_MAX);
+        let until = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < until && !stopping.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(100).min(wait)).await;
+        }
+    }
     settle(&delivery, disposition).await;
 }
 

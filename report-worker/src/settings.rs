@@ -31,6 +31,9 @@ pub struct WorkerSettings {
     pub max_insert_bytes: usize,
     /// How often the progress of a running report is written to its row.
     pub progress_interval_ms: u64,
+    /// Wait before a job that failed for a reason that may pass goes back to the queue; doubled on each
+    /// further delivery (capped at a minute), so a short MySQL outage does not use up the delivery limit.
+    pub retry_delay_ms: u64,
     /// Test aid, 0 in production: sleep this long after each store so a test can observe progress or
     /// kill a worker in the middle of a report. When non-zero, stores are computed one at a time.
     pub debug_delay_per_store_micros: u64,
@@ -43,6 +46,7 @@ impl Default for WorkerSettings {
             chunk_bytes: 1 << 20,
             max_insert_bytes: 8 << 20,
             progress_interval_ms: 250,
+            retry_delay_ms: 1_000,
             debug_delay_per_store_micros: 0,
         }
     }

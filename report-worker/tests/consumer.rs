@@ -104,9 +104,12 @@ async fn a_job_that_always_fails_is_dead_lettered_and_its_report_reads_failed() 
     // Every attempt fails where the report is stored, as a broken database would make it.
     conn.batch_execute("RENAME TABLE report_chunks TO report_chunks_gone").expect("break the schema");
 
-    let worker = Worker::start(settings(&db, &broker, WorkerSettings::default()));
+    let worker =
+        Worker::start(settings(&db, &broker, WorkerSettings { retry_delay_ms: 50, ..WorkerSettings::default() }));
+    let started = Instant::now();
     broker.publish(std::slice::from_ref(&report_id)).await;
     wait_for_ready(&broker, &broker.amqp.dead_letter_queue, 1, Duration::from_secs(60)).await;
+    assert!(started.elapsed() >= Duration::from_millis(50 + 100 + 200), "requeues wait longer each time");
     wait_for("the report to read Failed", Duration::from_secs(30), || {
         report_row(&mut conn, &report_id).status == "Failed"
     })
