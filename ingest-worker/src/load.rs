@@ -150,13 +150,14 @@ fn run_locked(
         Err(e) => {
             // Without the folder's listing nothing can be told about any kind: all three fail, and a
             // missing hours or zones file is not taken to mean "no file" (that would reset them).
-            error!("{e}; nothing loaded, previous data kept");
+            let message = bounded(e.to_string());
+            error!("{message}; nothing loaded, previous data kept");
             let folder = settings.data_dir.display().to_string();
             for kind in [FileKind::Polls, FileKind::Hours, FileKind::Zones] {
                 let started = Instant::now();
                 let load_id = loads::start(conn, kind.as_str(), &folder, Utc::now().naive_utc())?;
-                loads::finish(conn, load_id, &failed_end(&e.to_string(), None))?;
-                report.files.push(FileReport::failed(kind, folder.clone(), load_id, e.to_string(), started));
+                loads::finish(conn, load_id, &failed_end(&message, None))?;
+                report.files.push(FileReport::failed(kind, folder.clone(), load_id, message.clone(), started));
             }
             return Ok(report);
         }
@@ -211,7 +212,7 @@ fn load_file(ctx: &mut Ctx<'_>, kind: FileKind, path: &Path) -> Result<FileRepor
         Err(e) => {
             // The store keys may be ahead of the database if the failure hit half-way: read them afresh.
             ctx.stores = None;
-            let message = e.to_string();
+            let message = bounded(e.to_string());
             loads::finish(ctx.conn, load_id, &failed_end(&message, digest.as_ref()))?;
             error!("load_id={load_id} {} {file_name}: failed, previous data kept: {message}", kind.as_str());
             Ok(FileReport::failed(kind, file_name, load_id, message, started))
@@ -285,6 +286,17 @@ pub(crate) fn ended(status: LoadStatus, digest: Option<&FileDigest>) -> LoadEnd 
         file_bytes: digest.map(|d| d.bytes),
         file_digest: digest.map(|d| d.hex.clone()),
         ..LoadEnd::default()
+    }
+}
+
+/// Error texts quote the header row, which for a file that is not CSV at all can be the whole file; the
+/// column is a TEXT (64 KiB).
+const ERROR_MAX_CHARS: usize = 4_000;
+
+fn bounded(error: String) -> String {
+    match error.char_indices().nth(ERROR_MAX_CHARS) {
+        Some((cut, _)) => format!("{}…", &error[..cut]),
+        None => error,
     }
 }
 

@@ -492,3 +492,80 @@ fn the_moment_of_loading_is_the_wall_clock_by_default() {
     assert_eq!(reasons(&record), expected(&[("future_timestamp", 1)]));
     assert_eq!(sample_lines(&record), lines(&[(3, "future_timestamp")]));
 }
+
+#[test]
+fn a_file_that_is_not_csv_at_all_fails_with_an_error_short_enough_to_record() {
+    let db = TestDb::migrated();
+    let folder = basic_folder();
+    let settings = Settings::new(&db.url, &folder.path);
+    load(&settings);
+    // One "header" of 100 000 bytes: the missing-column error quotes it.
+    folder.write("store_status.csv", &"x".repeat(100_000));
+    let report = load(&settings);
+    assert_eq!(status(&report, FileKind::Polls), LoadStatus::Failed);
+    let mut conn = db.conn();
+    let error = record(&mut conn, &report, FileKind::Polls).error.expect("error text");
+    assert!(error.contains("store_id") && error.chars().count() <= 4_001, "{} chars", error.len());
+    assert_eq!(count(&mut conn, "polls"), 6);
+}
+
+#[test]
+fn a_zone_name_longer_than_the_column_is_cut_and_noted() {
+    let db = TestDb::migrated();
+    let folder = basic_folder();
+    let long = format!("Europe/{}", "é".repeat(70));
+    folder.write("timezones.csv", &format!("store_id,timezone_str\n1001,{long}\n"));
+    let report = load(&Settings::new(&db.url, &folder.path));
+    assert_eq!(status(&report, FileKind::Zones), LoadStatus::Loaded);
+    let mut conn = db.conn();
+    let zones = current_zones(&mut conn);
+    assert_eq!(zones.len(), 1);
+    assert_eq!(zones[0].timezone_str, long.chars().take(64).collect::<String>());
+    let notes = record(&mut conn, &report, FileKind::Zones).notes.expect("notes");
+    assert!(notes.contains("longer than 64 characters"), "{notes}");
+}
+
+/// 1 000 stores × 120 polls: above the size from which the worker writes on several connections.
+fn large_polls_file(flipped: impl Fn(usize) -> bool, reversed: bool) -> (String, Vec<(String, String, bool)>) {
+    let mut rows = Vec::new();
+    for store in 0..1_000usize {
+        for minute in 0..120usize {
+            let i = store * 120 + minute;
+            let active = (i * 7919 % 13 < 9) != flipped(i);
+            let at = format!("2023-01-24 {:02}:{:02}:{:02}.{:06}", minute % 24, minute / 24, store % 60, i);
+            rows.push((format!("st{store:04}"), at, active));
+        }
+    }
+    let mut text = String::from("store_id,timestamp_utc,status\n");
+    let ordered: Vec<&(String, String, bool)> =
+        if reversed { rows.iter().rev().collect() } else { rows.iter().collect() };
+    for (store, at, active) in ordered {
+        text.push_str(&format!("{store},{at} UTC,{}\n", if *active { "active" } else { "inactive" }));
+    }
+    rows.sort();
+    (text, rows)
+}
+
+#[test]
+fn a_large_polls_file_written_on_several_connections_gives_the_same_rows() {
+    let db = TestDb::migrated();
+    let folder = TempDir::new();
+    let (text, expected_rows) = large_polls_file(|_| false, false);
+    folder.write("store_status.csv", &text);
+    let settings = Settings::new(&db.url, &folder.path);
+    let first = load(&settings).file(FileKind::Polls).and_then(|f| f.load_id).expect("load id");
+    let mut conn = db.conn();
+    let strip = |rows: Vec<PollRow>| -> Vec<(String, String, bool)> {
+        rows.into_iter().map(|p| (p.store_id, p.polled_at, p.active)).collect()
+    };
+    assert_eq!(strip(polls(&mut conn)), expected_rows);
+
+    // The same rows in reverse order with every 240th status flipped: read whole, upserted.
+    let (text, expected_rows) = large_polls_file(|i| i % 240 == 0, true);
+    folder.write("store_status.csv", &text);
+    let second = load(&settings).file(FileKind::Polls).and_then(|f| f.load_id).expect("load id");
+    let rows = polls(&mut conn);
+    assert_eq!(rows.iter().filter(|p| p.load_id == second).count(), 500, "only the flipped rows changed");
+    assert_eq!(rows.iter().filter(|p| p.load_id == first).count(), 120_000 - 500);
+    assert_eq!(strip(rows), expected_rows);
+}

@@ -206,22 +206,25 @@ fn once_exits_zero_when_every_file_loads_and_non_zero_when_one_fails() {
     assert_eq!(binary(&db, &folder.path, &["--twice"]).code(), Some(2));
 }
 
-/// The binary stops cleanly on SIGTERM (what `docker stop` sends).
+/// The binary repeats its load at the configured interval and stops cleanly on SIGTERM (what `docker stop`
+/// sends).
 #[test]
-fn the_worker_stops_on_sigterm() {
+fn the_worker_repeats_at_the_configured_interval_and_stops_on_sigterm() {
     let db = TestDb::migrated();
     let folder = basic_folder();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ingest-worker"))
         .env("DATABASE_URL", &db.url)
         .env("DATA_DIR", &folder.path)
         .env("APP_CONFIG_DIR", folder.path.join("no-config-here"))
+        .env("APP__INGEST_INTERVAL_SECONDS", "1")
         .env("RUST_LOG", "warn")
         .spawn()
         .expect("the binary starts");
     let mut conn = db.conn();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while count(&mut conn, "loads WHERE file_kind = 'zones' AND status <> 'running'") == 0 {
-        assert!(Instant::now() < deadline, "no load within a minute");
+    // A second run finds the polls unchanged: the interval came from the environment.
+    while count(&mut conn, "loads WHERE file_kind = 'zones' AND status = 'unchanged'") == 0 {
+        assert!(Instant::now() < deadline, "no second run within a minute");
         std::thread::sleep(Duration::from_millis(100));
     }
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs");
