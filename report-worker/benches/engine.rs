@@ -24,7 +24,8 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let data = load_folder(&folder, loaded_at)?;
     let load = started.elapsed();
-    let now = engine::latest_poll(&data.polls).ok_or_else(|| anyhow::anyhow!("no valid poll in {}", folder.display()))?;
+    let now =
+        engine::latest_poll(&data.polls).ok_or_else(|| anyhow::anyhow!("no valid poll in {}", folder.display()))?;
     let inputs = Inputs { polls: &data.polls, hours: &data.hours, zones: &data.zones };
 
     let mut times: Vec<Duration> = Vec::with_capacity(RUNS);

@@ -468,7 +468,7 @@ proptest! {
 
     #[test]
     fn shuffling_input_rows_changes_nothing(
-        (now, zone, rows, polls) in case_strategy(),
+        (_now, zone, rows, polls) in case_strategy(),
         seed in any::<u64>(),
     ) {
         // Three stores sharing the case's data under other ids; the CSV rows then go in a shuffled order.
