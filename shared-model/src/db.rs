@@ -69,8 +69,9 @@ struct LockResult {
 /// MySQL DDL is not transactional, so a named lock (`GET_LOCK`) lets one of them migrate while the others
 /// wait and then find nothing to do.
 pub fn run_migrations(conn: &mut MysqlConnection) -> Result<Vec<String>, DbError> {
-    let lock: LockResult = sql_query(format!("SELECT GET_LOCK('{MIGRATION_LOCK}', {MIGRATION_LOCK_WAIT_SECONDS}) AS got"))
-        .get_result(conn)?;
+    let lock: LockResult =
+        sql_query(format!("SELECT GET_LOCK('{MIGRATION_LOCK}', {MIGRATION_LOCK_WAIT_SECONDS}) AS got"))
+            .get_result(conn)?;
     if lock.got != Some(1) {
         return Err(DbError::MigrationLockTimeout(MIGRATION_LOCK_WAIT_SECONDS));
     }
