@@ -20,7 +20,7 @@ mod polls;
 pub mod scheduler;
 pub mod settings;
 mod snapshot;
-pub mod sql;
+mod sql;
 mod store_keys;
 
 pub use error::{FileError, IngestError};
