@@ -52,11 +52,6 @@ impl<'a> StatementBuilder<'a> {
         self.sql.push_str(self.suffix);
         Some(&self.sql)
     }
-
-    /// Rows in the statement being built.
-    pub fn pending_rows(&self) -> usize {
-        self.rows
-    }
 }
 
 /// Appends an unsigned integer.
