@@ -63,6 +63,10 @@ pub fn timestamp_utc(field: &[u8]) -> Option<i64> {
         return None;
     }
     let year = two_digits(&b[0..2])? * 100 + two_digits(&b[2..4])?;
+    // MySQL's DATETIME starts at year 1000; an earlier year is a typo, not a poll.
+    if year < 1000 {
+        return None;
+    }
     let date = NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, two_digits(&b[5..7])?, two_digits(&b[8..10])?)?;
     let (time, _, rest) = clock(&b[11..], 23)?;
     if b.get(16) != Some(&b':') {
@@ -163,6 +167,7 @@ mod tests {
             "2023-01-25 18:13:22. UTC",
             "2023-01-25 18:13:22 CET",
             "2023/01/25 18:13:22",
+            "0999-12-31 23:59:59",
             "2023-01-25 18:13",
             "",
         ] {
