@@ -7,4 +7,5 @@ mod health;
 mod helpers;
 mod outbox;
 mod queue;
+mod reports_model;
 mod trigger;

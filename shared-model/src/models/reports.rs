@@ -278,6 +278,10 @@ pub enum StoreError {
 /// Stores the CSV and marks the report Complete in one transaction, so a reader sees either no report or
 /// all of it. Chunks of an earlier interrupted attempt are replaced. A Failed report is completed too: a
 /// duplicate delivery may finish after another gave up, and the finished report is the better answer.
+///
+/// Safe for workers storing different reports at the same moment: stale chunks are deleted only when
+/// there are any (a DELETE of an empty range still takes a gap lock at REPEATABLE READ, and two such gap
+/// locks deadlock the inserts that follow), and a deadlock InnoDB reports anyway is retried at once.
 pub fn store_complete(
     conn: &mut MysqlConnection,
     report_id: &str,
@@ -291,7 +295,33 @@ pub fn store_complete(
     if u32::try_from(report.csv.len().div_ceil(chunk_bytes)).is_err() {
         return Err(StoreError::TooLarge(report.csv.len()));
     }
-    let chunks_per_statement = max_statement_bytes / chunk_bytes;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match store_once(conn, report_id, report, chunking) {
+            Err(StoreError::Db(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::SerializationFailure,
+                info,
+            ))) if tries < DEADLOCK_TRIES => {
+                log::warn!(
+                    "report_id={report_id}: storing the report hit a deadlock ({}); trying again",
+                    info.message()
+                );
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// Tries of [`store_complete`] when InnoDB picks its transaction as a deadlock victim.
+const DEADLOCK_TRIES: u32 = 3;
+
+fn store_once(
+    conn: &mut MysqlConnection,
+    report_id: &str,
+    report: FinishedReport<'_>,
+    Chunking { chunk_bytes, max_statement_bytes }: Chunking,
+) -> Result<Stored, StoreError> {
     conn.transaction(|conn| {
         let status: Option<String> =
             reports::table.find(report_id).select(reports::status).for_update().first(conn).optional()?;
@@ -300,7 +330,12 @@ pub fn store_complete(
             Some(ReportStatus::Complete) => return Ok(Stored::AlreadyComplete),
             Some(_) => {}
         }
-        diesel::delete(report_chunks::table.filter(report_chunks::report_id.eq(report_id))).execute(conn)?;
+        // A plain (non-locking) read: every writer of this report's chunks holds the row lock taken above.
+        let stale: i64 =
+            report_chunks::table.filter(report_chunks::report_id.eq(report_id)).count().get_result(conn)?;
+        if stale > 0 {
+            diesel::delete(report_chunks::table.filter(report_chunks::report_id.eq(report_id))).execute(conn)?;
+        }
         let rows: Vec<_> = report
             .csv
             .chunks(chunk_bytes)
@@ -309,7 +344,7 @@ pub fn store_complete(
                 (report_chunks::report_id.eq(report_id), report_chunks::seq.eq(seq), report_chunks::data.eq(data))
             })
             .collect();
-        for statement in rows.chunks(chunks_per_statement) {
+        for statement in rows.chunks((max_statement_bytes / chunk_bytes).max(1)) {
             diesel::insert_into(report_chunks::table).values(statement).execute(conn)?;
         }
         let chunks = u32::try_from(rows.len()).map_err(|_| StoreError::TooLarge(report.csv.len()))?;
