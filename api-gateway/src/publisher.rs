@@ -57,6 +57,8 @@ struct LinkState {
 }
 
 pub struct JobPublisher {
+    /// Publishes that failed (no connection, nack, unroutable, no confirm in time), for `/metrics`.
+    failures: std::sync::atomic::AtomicU64,
     settings: AmqpSettings,
     connect_timeout: Duration,
     runtime: tokio::runtime::Handle,
@@ -67,6 +69,7 @@ impl JobPublisher {
     /// A publisher that connects on first use, on `runtime`.
     pub fn new(settings: AmqpSettings, connect_timeout: Duration, runtime: tokio::runtime::Handle) -> Self {
         Self {
+            failures: std::sync::atomic::AtomicU64::new(0),
             settings,
             connect_timeout,
             runtime,
@@ -103,7 +106,16 @@ impl JobPublisher {
             let channel = self.channel(false).await?;
             queue::publish_job(&channel, &self.settings, job).await.map_err(PublishError::from)
         };
-        tokio::time::timeout(timeout, attempt).await.unwrap_or(Err(PublishError::Timeout(timeout)))
+        let outcome = tokio::time::timeout(timeout, attempt).await.unwrap_or(Err(PublishError::Timeout(timeout)));
+        if outcome.is_err() {
+            self.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    /// How many publishes have failed since the process started.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Readiness: connected now, or able to connect within `timeout` (ignoring the backoff).

@@ -93,6 +93,8 @@ impl Application {
                     }))
                     .configure(routes::health::configure)
                     .configure(routes::reports::configure)
+                    .configure(routes::metrics::configure)
+                    .configure(routes::openapi::configure)
                     .default_service(web::to(unknown_route))
             })
             .workers(workers)

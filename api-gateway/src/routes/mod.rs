@@ -1,4 +1,6 @@
-//! One module per concern. `/metrics` and `/openapi.json` will get modules of their own.
+//! One module per concern.
 
 pub mod health;
+pub mod metrics;
+pub mod openapi;
 pub mod reports;

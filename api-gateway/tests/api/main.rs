@@ -5,6 +5,7 @@ mod errors;
 mod get_report;
 mod health;
 mod helpers;
+mod observability;
 mod outbox;
 mod queue;
 mod reports_model;
