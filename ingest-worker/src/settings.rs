@@ -41,7 +41,8 @@ impl Settings {
 }
 
 fn default_data_dir() -> PathBuf {
-    PathBuf::from("data")
+    // The bundled sample, so `ingest-worker` run from a checkout shows something.
+    PathBuf::from("data/sample")
 }
 
 fn default_interval_seconds() -> u64 {
