@@ -317,13 +317,6 @@ pub(crate) fn loaded_end(digest: &FileDigest, summary: &FileSummary, rows_loaded
     }
 }
 
-/// Adds to a note of the load record (nothing for a count of zero, as the readers do).
-pub(crate) fn add_note(summary: &mut FileSummary, what: &str, count: u64) {
-    if count > 0 {
-        *summary.notes.entry(what.to_owned()).or_default() += count;
-    }
-}
-
 pub(crate) fn json<T: serde::Serialize>(value: &T) -> Option<String> {
     serde_json::to_string(value).ok()
 }

@@ -26,13 +26,13 @@ use diesel::mysql::MysqlConnection;
 use diesel::{Connection as _, QueryableByName, RunQueryDsl, sql_query};
 use log::info;
 use shared_model::db;
-use shared_model::input::{FileSummary, Poll, RejectReason, read_polls_bytes};
+use shared_model::input::{Poll, read_polls_bytes};
 use shared_model::models::loads::{self, Load, LoadEnd, LoadStatus};
 
 use crate::digest::FileDigest;
 use crate::error::FileError;
-use crate::load::{Ctx, Done, add_note, loaded_end};
-use crate::sql::{DATETIME_MAX_MICROS, DATETIME_MIN_MICROS, StatementBuilder, push_datetime, push_u64};
+use crate::load::{Ctx, Done, loaded_end};
+use crate::sql::{StatementBuilder, push_datetime, push_u64};
 
 /// Connections writing one large load at once: the server's work is CPU-bound, one core per connection.
 /// Two matched this 2-core machine; three or four were no faster here (measured).
@@ -76,7 +76,7 @@ pub(crate) fn load(
                     sample.line += loaded_lines - 1;
                 }
             }
-            add_note(&mut file.summary, "bytes loaded earlier and skipped (the file only grew)", part.from as u64);
+            file.summary.note("bytes loaded earlier and skipped (the file only grew)", part.from as u64);
             file
         }
         None => read_polls_bytes(path, bytes, &mut stores.ids, loaded_at)?,
@@ -88,21 +88,11 @@ pub(crate) fn load(
         if appended.is_some() { " (appended part only)" } else { "" }
     );
     let new_stores = stores.sync(conn)?;
-    add_note(&mut file.summary, "stores new to the database", new_stores as u64);
+    file.summary.note("stores new to the database", new_stores as u64);
 
-    let mut polls: Vec<Poll> = Vec::with_capacity(file.polls.len());
-    let mut out_of_range = 0u64;
-    for p in &file.polls {
-        if (DATETIME_MIN_MICROS..=DATETIME_MAX_MICROS).contains(&p.at) {
-            polls.push(Poll { store: stores.key(p.store), ..*p });
-        } else {
-            out_of_range += 1;
-        }
-    }
+    // The reader accepts only years 1000–9999, which is what a DATETIME holds.
+    let mut polls: Vec<Poll> = file.polls.iter().map(|p| Poll { store: stores.key(p.store), ..*p }).collect();
     drop(file.polls);
-    if out_of_range > 0 {
-        reject_out_of_range(&mut file.summary, out_of_range);
-    }
     // Keys were handed out in the order the ids were first seen, so this holds unless another writer
     // added stores meanwhile; primary-key order is what makes the inserts fast.
     if !polls.windows(2).all(|w| (w[0].store, w[0].at) < (w[1].store, w[1].at)) {
@@ -112,15 +102,6 @@ pub(crate) fn load(
     let end = loaded_end(digest, &file.summary, polls.len() as u64);
     write(conn, &url, &polls, load_id, &end)?;
     Ok(Done { status: LoadStatus::Loaded, end, summary: Some(file.summary) })
-}
-
-/// Polls before year 1000 fit no MySQL `DATETIME`: the reader accepts them (SPEC §1 sets no lower
-/// bound), so they are rejected here, counted as bad timestamps (without a line number: the reader does
-/// not keep one for accepted rows).
-fn reject_out_of_range(summary: &mut FileSummary, count: u64) {
-    *summary.rejected.entry(RejectReason::BadTimestamp).or_default() += count;
-    summary.accepted = summary.accepted.saturating_sub(count);
-    add_note(summary, "polls before the year 1000 (no DATETIME holds them; counted as bad_timestamp)", count);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

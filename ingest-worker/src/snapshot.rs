@@ -22,7 +22,7 @@ use shared_model::models::snapshots::{self, SnapshotKind, StoreTimezoneRow, TIME
 
 use crate::digest::FileDigest;
 use crate::error::{FileError, IngestError};
-use crate::load::{Ctx, Done, NO_FILE, add_note, ended, json, loaded_end};
+use crate::load::{Ctx, Done, NO_FILE, ended, json, loaded_end};
 use crate::sql::{StatementBuilder, push_i64, push_u64};
 
 /// The hours file is small (86 k rows in the real data): 1 MiB statements are plenty.
@@ -38,7 +38,7 @@ pub(crate) fn load_hours(
     let (conn, stores) = ctx.conn_and_stores()?;
     let mut file = read_hours_bytes(path, bytes, &mut stores.ids)?;
     let new_stores = stores.sync(conn)?;
-    add_note(&mut file.summary, "stores new to the database", new_stores as u64);
+    file.summary.note("stores new to the database", new_stores as u64);
     // (store key, position in the file): row_no numbers a store's rows in file order.
     let mut rows: Vec<(u32, usize)> = file.rows.iter().enumerate().map(|(i, r)| (stores.key(r.store), i)).collect();
     rows.sort_unstable();
@@ -89,7 +89,7 @@ pub(crate) fn load_zones(
     let (conn, stores) = ctx.conn_and_stores()?;
     let mut file = read_zones_bytes(path, bytes, &mut stores.ids)?;
     let new_stores = stores.sync(conn)?;
-    add_note(&mut file.summary, "stores new to the database", new_stores as u64);
+    file.summary.note("stores new to the database", new_stores as u64);
     let mut too_long = 0u64;
     let mut rows: Vec<StoreTimezoneRow> = file
         .rows
@@ -105,7 +105,7 @@ pub(crate) fn load_zones(
             StoreTimezoneRow { snapshot_id: 0, store_key: stores.key(r.store), timezone_str }
         })
         .collect();
-    add_note(&mut file.summary, "zone names longer than 64 characters (cut; unknown either way)", too_long);
+    file.summary.note("zone names longer than 64 characters (cut; unknown either way)", too_long);
     rows.sort_unstable_by_key(|r| r.store_key);
     let end = loaded_end(digest, &file.summary, rows.len() as u64);
     replace(conn, SnapshotKind::Zones, load_id, &end, |conn, snapshot_id| {

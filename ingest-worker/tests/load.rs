@@ -369,7 +369,7 @@ fn every_kind_of_bad_row_is_counted_by_reason_with_its_line() {
             ("malformed_row", 1),
             ("empty_store_id", 1),
             ("store_id_too_long", 1),
-            // 2023-02-30, and the year 999 that no DATETIME holds (counted, with no sample line).
+            // 2023-02-30, and the year 999 that no DATETIME holds.
             ("bad_timestamp", 2),
             ("future_timestamp", 1),
             ("bad_status", 1),
@@ -384,6 +384,7 @@ fn every_kind_of_bad_row_is_counted_by_reason_with_its_line() {
             (6, "bad_timestamp"),
             (7, "future_timestamp"),
             (8, "bad_status"),
+            (13, "bad_timestamp"),
         ])
     );
     let loaded = polls(&mut conn);

@@ -135,7 +135,8 @@ impl FileSummary {
         }
     }
 
-    pub(crate) fn note(&mut self, what: &str, count: u64) {
+    /// Adds `count` to a note (nothing for zero, so a summary lists only what happened).
+    pub fn note(&mut self, what: &str, count: u64) {
         if count > 0 {
             *self.notes.entry(what.to_owned()).or_default() += count;
         }
