@@ -1,23 +1,33 @@
 #!/usr/bin/env bash
-# Runs the whole system on this Debian machine without Docker, against the local MariaDB and RabbitMQ
-# (installed with apt and started when missing): builds the release binaries, loads the sample data, starts
-# the gateway, the ingest worker and report workers, and prints the URLs. Ctrl-C stops what it started.
+# Runs the whole system on a Debian machine without Docker, against the local MariaDB and RabbitMQ
+# (installed with apt and started when missing): builds the release binaries, loads the data folder, starts
+# the gateway, the ingest worker and the report workers, and prints the URLs. Ctrl-C stops what it started.
 #
 #   deploy/local.sh            run until Ctrl-C
-#   deploy/local.sh --smoke    start, trigger a report over HTTP, download it, stop; exit 0 when it worked
+#   deploy/local.sh --smoke    start, trigger a report over HTTP, wait for it, download it, compare it with
+#                              the offline CLI's report of the same files, stop; exit 0 when all of it worked.
+#                              Uses a database and queue names of its own (dropped and deleted at the end).
 #
-# Settings (environment): PORT (8080), DATA_DIR (data/sample), DATABASE_URL
-# (mysql://root@127.0.0.1:3306/restaurant_monitor), AMQP_URL (amqp://guest:guest@127.0.0.1:5672/%2f),
-# REPORT_WORKERS (2), RUST_LOG (info).
+# Settings (environment):
+#   PORT            8080           the gateway listens on 127.0.0.1:PORT
+#   DATA_DIR        data/sample    the folder with store_status.csv, menu_hours.csv, timezones.csv
+#   DATABASE_URL    mysql://root@127.0.0.1:3306/restaurant_monitor   (created when missing)
+#   AMQP_URL        amqp://guest:guest@127.0.0.1:5672/%2f
+#   REPORT_WORKERS  2              report-worker processes
+#   RUST_LOG        info
+# Logs: target/local-run/ (--smoke: target/local-run/smoke/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+
+say() { printf '[local] %s\n' "$*"; }
+die() { printf '[local] error: %s\n' "$*" >&2; exit 1; }
 
 smoke=false
 case "${1:-}" in
   --smoke) smoke=true ;;
   "") ;;
-  -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+  -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
   *) echo "unknown option $1 (try --help)" >&2; exit 2 ;;
 esac
 
@@ -26,40 +36,107 @@ DATA_DIR=${DATA_DIR:-$root/data/sample}
 DATABASE_URL=${DATABASE_URL:-mysql://root@127.0.0.1:3306/restaurant_monitor}
 AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
 REPORT_WORKERS=${REPORT_WORKERS:-2}
-export RUST_LOG=${RUST_LOG:-info} DATABASE_URL AMQP_URL DATA_DIR
+export RUST_LOG=${RUST_LOG:-info}
+
+[[ $PORT =~ ^[0-9]+$ ]] || die "PORT must be a number (got '$PORT')"
+[[ $REPORT_WORKERS =~ ^[0-9]+$ ]] || die "REPORT_WORKERS must be a number (got '$REPORT_WORKERS')"
+if $smoke && [ "$REPORT_WORKERS" -lt 1 ]; then die "--smoke needs REPORT_WORKERS of at least 1"; fi
+[ -d "$DATA_DIR" ] || die "DATA_DIR $DATA_DIR is not a folder"
+DATA_DIR=$(cd "$DATA_DIR" && pwd)
+command -v cargo >/dev/null || die "cargo is not installed: install Rust first (https://rustup.rs)"
+
+url_decode() { python3 -c 'import sys, urllib.parse; print(urllib.parse.unquote(sys.argv[1]))' "$1"; }
+
+url_re='^mysql://([^:@/]+)(:([^@/]*))?@([^:/?]+)(:([0-9]+))?/([^/?]+)(\?.*)?$'
+[[ $DATABASE_URL =~ $url_re ]] || die "DATABASE_URL must look like mysql://user[:password]@host[:port]/database"
+db_user=${BASH_REMATCH[1]} db_pass=${BASH_REMATCH[3]} db_host=${BASH_REMATCH[4]} db_port=${BASH_REMATCH[6]:-3306}
+database=${BASH_REMATCH[7]} db_query=${BASH_REMATCH[8]}
+url_re='^amqp://(([^:@/]*)(:([^@/]*))?@)?([^:/?]+)(:[0-9]+)?(/([^?]*))?'
+[[ $AMQP_URL =~ $url_re ]] || die "AMQP_URL must look like amqp://user:password@host:port/vhost"
+amqp_user=${BASH_REMATCH[2]:-guest} amqp_pass=${BASH_REMATCH[4]:-guest} amqp_host=${BASH_REMATCH[5]}
+amqp_vhost=${BASH_REMATCH[8]:-%2f}
+
+is_local() { [[ $1 == 127.0.0.1 || $1 == localhost || $1 == ::1 ]]; }
+
 run_dir=$root/target/local-run
+$smoke && run_dir=$run_dir/smoke # a smoke run beside a running stack leaves that stack's logs alone
 mkdir -p "$run_dir"
 
-say() { printf '[local] %s\n' "$*"; }
+# A smoke run must not see (or be seen by) another stack on this machine: a database and queue names of
+# its own, so the downloaded report can be compared with the CLI's and no other worker takes its job.
+smoke_suffix=""
+if $smoke; then
+  smoke_suffix=smoke$(od -An -N4 -tx4 /dev/urandom | tr -d ' \n')
+  database=${database}_$smoke_suffix
+  DATABASE_URL="mysql://$db_user${db_pass:+:$db_pass}@$db_host:$db_port/$database$db_query"
+  export APP__AMQP__EXCHANGE=restaurant-monitor.reports.$smoke_suffix
+  export APP__AMQP__QUEUE=restaurant-monitor.report-jobs.v1.$smoke_suffix
+  export APP__AMQP__DEAD_LETTER_EXCHANGE=restaurant-monitor.reports.dead-letter.$smoke_suffix
+  export APP__AMQP__DEAD_LETTER_QUEUE=restaurant-monitor.report-jobs.dead-letter.$smoke_suffix
+fi
+export DATABASE_URL AMQP_URL DATA_DIR
 
-# What this script starts, to stop on exit (services only if they were not running before).
+sql() { MYSQL_PWD=$(url_decode "$db_pass") mysql --protocol=tcp -h "$db_host" -P "$db_port" -u "$(url_decode "$db_user")" "$@"; }
+
+# What this script starts, to stop on exit: its own processes, and MariaDB / RabbitMQ only when it was
+# the one that started them.
 pids=()
+names=()
 stop_mariadb=false
 stop_rabbitmq=false
-mysqladmin --protocol=tcp -h127.0.0.1 -uroot ping >/dev/null 2>&1 || stop_mariadb=true
-rabbitmq-diagnostics -q check_running >/dev/null 2>&1 || stop_rabbitmq=true
+created_database=false
+
+delete_smoke_topology() {
+  # Best effort through the management API (the plugin is enabled above); the broker keeps nothing else.
+  local api="http://$amqp_host:15672/api" credentials path
+  credentials="$(url_decode "$amqp_user"):$(url_decode "$amqp_pass")"
+  for path in "queues/$amqp_vhost/$APP__AMQP__QUEUE" "queues/$amqp_vhost/$APP__AMQP__DEAD_LETTER_QUEUE" \
+    "queues/$amqp_vhost/$APP__AMQP__DEAD_LETTER_QUEUE.mark-failed" \
+    "exchanges/$amqp_vhost/$APP__AMQP__EXCHANGE" "exchanges/$amqp_vhost/$APP__AMQP__DEAD_LETTER_EXCHANGE"; do
+    curl -fsS -o /dev/null -u "$credentials" -X DELETE "$api/$path" 2>/dev/null || true
+  done
+}
+
 cleanup() {
+  local alive pid
   trap - INT TERM EXIT
   if [ ${#pids[@]} -gt 0 ]; then
     say "stopping the services (SIGTERM: workers finish the job in hand)"
     kill -TERM "${pids[@]}" 2>/dev/null || true
+    for _ in $(seq 1 60); do
+      alive=false
+      for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=true; done
+      $alive || break
+      sleep 0.5
+    done
+    if $alive; then say "still running after 30 s: SIGKILL"; kill -KILL "${pids[@]}" 2>/dev/null || true; fi
     wait "${pids[@]}" 2>/dev/null || true
   fi
-  if $stop_rabbitmq; then say "stopping RabbitMQ"; rabbitmqctl stop >/dev/null 2>&1 || true; fi
-  if $stop_mariadb; then say "stopping MariaDB"; mysqladmin --protocol=tcp -h127.0.0.1 -uroot shutdown >/dev/null 2>&1 || true; fi
+  if $smoke; then
+    if $created_database; then sql -e "DROP DATABASE IF EXISTS \`$database\`" 2>/dev/null || true; fi
+    delete_smoke_topology
+  fi
+  if $stop_rabbitmq; then say "stopping RabbitMQ (this script started it)"; rabbitmqctl stop >/dev/null 2>&1 || true; fi
+  if $stop_mariadb; then say "stopping MariaDB (this script started it)"; mysqladmin --protocol=tcp -h127.0.0.1 -uroot shutdown >/dev/null 2>&1 || true; fi
 }
-trap cleanup INT TERM EXIT
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-"$root/deploy/services.sh"
-# The management UI, for operators (best effort: the plugin may already be on, or unavailable).
-timeout 60 rabbitmq-plugins enable rabbitmq_management >/dev/null 2>&1 || true
+# --- MariaDB and RabbitMQ: installed and started only when missing (and only when they are local) ---
+if is_local "$db_host" || is_local "$amqp_host"; then
+  if is_local "$db_host" && ! mysqladmin --protocol=tcp -h127.0.0.1 -uroot ping >/dev/null 2>&1; then stop_mariadb=true; fi
+  if is_local "$amqp_host" && ! rabbitmq-diagnostics -q check_running >/dev/null 2>&1; then stop_rabbitmq=true; fi
+  "$root/deploy/services.sh"
+fi
+if is_local "$amqp_host"; then
+  # The management UI, for operators (best effort: already on, or unavailable on this install).
+  timeout 60 rabbitmq-plugins enable rabbitmq_management >/dev/null 2>&1 || true
+fi
 
-database=${DATABASE_URL##*/}
-database=${database%%\?*}
-server=${DATABASE_URL%/*}
-say "database $database on ${server#*@}"
-if [[ $server == mysql://root@127.0.0.1* || $server == mysql://root@localhost* ]]; then
-  mysql --protocol=tcp -h127.0.0.1 -uroot -e "CREATE DATABASE IF NOT EXISTS \`$database\`"
+say "database $database on $db_host:$db_port"
+if ! sql -e "USE \`$database\`" 2>/dev/null; then
+  sql -e "CREATE DATABASE \`$database\`" || die "cannot create database $database: create it, or give a DATABASE_URL whose user may"
+  created_database=true
 fi
 
 say "building the release binaries (the first build takes several minutes)"
@@ -67,62 +144,97 @@ cargo build --release --locked --bins
 bin=$root/target/release
 
 say "loading $DATA_DIR"
-"$bin/ingest-worker" --once 2>&1 | tee "$run_dir/first-load.log" | grep -E "load|error|warn" || true
-
-BIND_ADDR=127.0.0.1:$PORT "$bin/api-gateway" >"$run_dir/api-gateway.log" 2>&1 &
-pids+=($!)
-"$bin/ingest-worker" >"$run_dir/ingest-worker.log" 2>&1 &
-pids+=($!)
-for i in $(seq 1 "$REPORT_WORKERS"); do
-  "$bin/report-worker" run >"$run_dir/report-worker-$i.log" 2>&1 &
-  pids+=($!)
-done
+if ! "$bin/ingest-worker" --once >"$run_dir/first-load.log" 2>&1; then
+  tail -20 "$run_dir/first-load.log" >&2
+  die "the first load failed (log: $run_dir/first-load.log)"
+fi
+sed -E 's/^\[[^]]*\] ?/  /' "$run_dir/first-load.log"
 
 api=http://127.0.0.1:$PORT
-for _ in $(seq 1 60); do
-  curl -fsS "$api/readyz" >/dev/null 2>&1 && break
+if curl -s -o /dev/null --max-time 2 "$api/healthz"; then
+  die "something already answers on port $PORT: stop it, or choose another port (PORT=8081 $0)"
+fi
+
+start() { # name, command...
+  local name=$1
+  shift
+  "$@" >"$run_dir/$name.log" 2>&1 &
+  pids+=($!)
+  names+=("$name")
+}
+start_failed() {
+  local i
+  for i in "${!pids[@]}"; do
+    if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+      tail -5 "$run_dir/${names[$i]}.log" >&2
+      die "${names[$i]} stopped (log: $run_dir/${names[$i]}.log)"
+    fi
+  done
+}
+
+BIND_ADDR=127.0.0.1:$PORT start api-gateway "$bin/api-gateway"
+start ingest-worker "$bin/ingest-worker"
+for i in $(seq 1 "$REPORT_WORKERS"); do
+  start "report-worker-$i" "$bin/report-worker" run
+done
+
+deadline=$((SECONDS + 60))
+until curl -fsS -o /dev/null --max-time 3 "$api/readyz" 2>/dev/null; do
+  start_failed
+  [ $SECONDS -lt $deadline ] || { curl -sS "$api/readyz" >&2 || true; echo >&2; die "the gateway is not ready after 60 s (log: $run_dir/api-gateway.log)"; }
   sleep 0.5
 done
-curl -fsS "$api/readyz" >/dev/null || { say "the gateway is not ready; see $run_dir/api-gateway.log"; tail -5 "$run_dir/api-gateway.log"; exit 1; }
+sleep 1 # a worker that cannot reach RabbitMQ or MySQL stops within a second
+start_failed
 
 cat <<TXT
 
 Restaurant Monitor is running (logs in $run_dir/).
   API:            $api   (OpenAPI: $api/openapi.json, metrics: $api/metrics)
-  RabbitMQ UI:    http://127.0.0.1:15672   (guest / guest)
+  RabbitMQ UI:    http://$amqp_host:15672   ($(url_decode "$amqp_user") / $(url_decode "$amqp_pass"))
   Report workers: $REPORT_WORKERS
+  Data:           $DATA_DIR   (loaded now and every hour)
 
 Try:
-  curl -si -X POST $api/trigger_report
-  curl -s $api/get_report/<report_id>
-  curl -sOJ $api/download/<report_id>
+  id=\$(curl -s -X POST $api/trigger_report | python3 -c 'import json,sys; print(json.load(sys.stdin)["report_id"])')
+  curl -s $api/get_report/\$id
+  curl -sOJ $api/download/\$id        # saves report-\$id.csv once the report is Complete
 
 TXT
 
+json_field() { python3 -c 'import json, sys; print(json.load(sys.stdin).get(sys.argv[1], ""))' "$1"; }
+
 if $smoke; then
-  started=$(date +%s.%N)
-  id=$(curl -fsS -X POST "$api/trigger_report" | python3 -c 'import json,sys; print(json.load(sys.stdin)["report_id"])')
+  started=$SECONDS
+  id=$(curl -fsS -X POST "$api/trigger_report" | json_field report_id)
+  [ -n "$id" ] || die "POST /trigger_report gave no report_id"
   say "triggered report $id"
-  status=Running
-  for _ in $(seq 1 120); do
-    status=$(curl -fsS "$api/get_report/$id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
+  deadline=$((SECONDS + 300))
+  while :; do
+    answer=$(curl -fsS "$api/get_report/$id")
+    status=$(json_field status <<<"$answer")
     [ "$status" = Running ] || break
+    start_failed
+    [ $SECONDS -lt $deadline ] || die "report $id still Running after 300 s: $answer"
     sleep 0.25
   done
-  [ "$status" = Complete ] || { say "report $id ended $status"; curl -sS "$api/get_report/$id"; exit 1; }
-  elapsed=$(python3 -c "import time; print(f'{time.time() - $started:.2f}')")
-  curl -fsS "$api/download/$id" -o "$run_dir/report-$id.csv"
-  say "report $id Complete in ${elapsed}s: $(($(wc -l <"$run_dir/report-$id.csv") - 1)) stores"
-  head -4 "$run_dir/report-$id.csv"
-  # The service's report equals the offline CLI's on the same files.
-  "$bin/report-worker" compute --data "$DATA_DIR" --out "$run_dir/cli-report.csv" 2>/dev/null
-  if cmp -s "$run_dir/report-$id.csv" "$run_dir/cli-report.csv"; then
-    say "smoke test passed: the downloaded report equals the CLI's"
-  else
-    say "smoke test FAILED: the downloaded report differs from the CLI's"; exit 1
-  fi
+  [ "$status" = Complete ] || die "report $id ended $status: $answer"
+  say "report $id Complete in $((SECONDS - started)) s: $answer"
+  download_url=$(json_field download_url <<<"$answer")
+  curl -fsS "$download_url" -o "$run_dir/report.csv"
+  say "downloaded $download_url: $(($(wc -l <"$run_dir/report.csv") - 1)) stores; first lines:"
+  head -4 "$run_dir/report.csv"
+  # The service's report must equal the offline CLI's on the same files.
+  "$bin/report-worker" compute --data "$DATA_DIR" --out "$run_dir/cli-report.csv" 2>"$run_dir/cli-report.log" ||
+    die "the offline CLI failed (log: $run_dir/cli-report.log)"
+  cmp -s "$run_dir/report.csv" "$run_dir/cli-report.csv" ||
+    die "the downloaded report differs from the CLI's: diff $run_dir/report.csv $run_dir/cli-report.csv"
+  say "smoke test passed: the downloaded report equals the CLI's"
   exit 0
 fi
 
 say "Ctrl-C stops everything this script started"
-wait "${pids[@]}"
+while :; do
+  wait -n || true
+  start_failed
+done
