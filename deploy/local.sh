@@ -205,7 +205,7 @@ TXT
 json_field() { python3 -c 'import json, sys; print(json.load(sys.stdin).get(sys.argv[1], ""))' "$1"; }
 
 if $smoke; then
-  started=$SECONDS
+  started=$EPOCHREALTIME
   id=$(curl -fsS -X POST "$api/trigger_report" | json_field report_id)
   [ -n "$id" ] || die "POST /trigger_report gave no report_id"
   say "triggered report $id"
@@ -219,7 +219,7 @@ if $smoke; then
     sleep 0.25
   done
   [ "$status" = Complete ] || die "report $id ended $status: $answer"
-  say "report $id Complete in $((SECONDS - started)) s: $answer"
+  say "report $id Complete in $(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }') s: $answer"
   download_url=$(json_field download_url <<<"$answer")
   curl -fsS "$download_url" -o "$run_dir/report.csv"
   say "downloaded $download_url: $(($(wc -l <"$run_dir/report.csv") - 1)) stores; first lines:"
