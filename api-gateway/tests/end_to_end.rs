@@ -1,0 +1,272 @@
+//! The whole report path in one process, against the real MariaDB and RabbitMQ: the ingest worker loads a
+//! fixture folder into the test's own database, the gateway serves on port 0, a report worker consumes
+//! the test's own queues, and a client goes trigger → Running → Complete → download over HTTP. The CSV
+//! served must equal, byte for byte, what the offline CLI computes from the same folder.
+
+// The API tests' helpers (own database, own queue names, gateway on port 0); this file uses part of them.
+#[allow(dead_code)]
+#[path = "api/helpers.rs"]
+mod helpers;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api_gateway::outbox::{OutboxRelay, RelaySettings};
+use api_gateway::publisher::JobPublisher;
+use chrono::SecondsFormat;
+use helpers::{TestApp, closed_port, spawn_app, spawn_app_with, unique_suffix};
+use report_worker::settings::WorkerSettings;
+use shared_model::queue;
+use shared_model::settings::{AmqpSettings, DatabaseSettings};
+use tokio::sync::Notify;
+
+/// Odd cases on purpose: a store id with a comma, a non-ASCII one, ids that differ in letter case, an
+/// unknown zone name, overnight hours, and a store whose polls are all outside the lookback range.
+fn fixture_folder() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../report-worker/tests/fixtures/worker-mix")
+}
+
+/// What the offline CLI says about the fixture folder.
+struct CliReport {
+    csv: Vec<u8>,
+    as_of: String,
+    stores: usize,
+}
+
+/// A file in the temporary folder, removed with the guard.
+struct TempFile {
+    path: PathBuf,
+}
+
+impl TempFile {
+    fn new(name: &str) -> TempFile {
+        TempFile { path: std::env::temp_dir().join(format!("rm_e2e_{}_{name}", unique_suffix())) }
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Loads the fixture folder into the test's database with the ingest worker's own load run, and computes
+/// the CLI's report of the same folder with the same moment of loading.
+async fn load_fixture(app: &TestApp) -> CliReport {
+    let database_url = app.settings.database.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let folder = fixture_folder();
+        let loaded_at = chrono::Utc::now();
+        let run = ingest_worker::load_once_at(&ingest_worker::Settings::new(database_url, &folder), loaded_at)
+            .expect("the ingest run happens");
+        assert!(run.succeeded(), "every file loads: {run:?}");
+
+        let out = TempFile::new("cli-report.csv");
+        let outcome = report_worker::cli::compute(&folder, Some(&out.path), loaded_at.timestamp_micros())
+            .expect("the CLI computes the report");
+        let csv = std::fs::read(&out.path).expect("the CLI wrote its report");
+        let now = outcome.now.expect("the fixture has polls");
+        let as_of = chrono::DateTime::from_timestamp_micros(now)
+            .expect("now is a valid instant")
+            .to_rfc3339_opts(SecondsFormat::Micros, true);
+        CliReport { csv, as_of, stores: outcome.stores }
+    })
+    .await
+    .expect("the loading task")
+}
+
+/// A report worker in-process on the test's database and queues, as `report-worker run` would be.
+struct Worker {
+    stop: Arc<Notify>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Worker {
+    fn start(app: &TestApp) -> Worker {
+        let settings = report_worker::settings::Settings {
+            database: DatabaseSettings { url: app.settings.database.url.clone(), pool_size: 4 },
+            amqp: app.topology.settings.clone(),
+            worker: WorkerSettings::default(),
+        };
+        let stop = Arc::new(Notify::new());
+        let signal = Arc::clone(&stop);
+        let task = tokio::spawn(report_worker::consumer::run(settings, async move { signal.notified().await }));
+        Worker { stop, task: Some(task) }
+    }
+
+    /// Stops it as SIGTERM would and checks that it ended cleanly.
+    async fn stop(mut self) {
+        self.stop.notify_one();
+        let task = self.task.take().expect("the worker runs");
+        let ended = tokio::time::timeout(Duration::from_secs(30), task).await.expect("the worker stops in time");
+        ended.expect("the worker task").expect("the worker ends without an error");
+    }
+}
+
+impl Drop for Worker {
+    /// A test that failed before `stop`: the worker must not outlive it and declare its queues again
+    /// after they were deleted.
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The queue the worker adds to the test's topology (`report_worker::topology`), which the API tests'
+/// `TestTopology` does not know about: deleted with this guard.
+struct FailedMarkerQueue {
+    amqp: AmqpSettings,
+}
+
+impl Drop for FailedMarkerQueue {
+    fn drop(&mut self) {
+        let amqp = self.amqp.clone();
+        // Drop cannot await; a thread with a runtime of its own works whatever runtime runs the test.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                let name = report_worker::topology::failed_marker_queue(&amqp);
+                let connection = queue::connect_once(&amqp.url, "test cleanup", Duration::from_secs(5))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let channel = connection.create_channel().await.map_err(|e| e.to_string())?;
+                channel.queue_delete(name.as_str().into(), Default::default()).await.map_err(|e| e.to_string())?;
+                let _ = connection.close(200, "OK".into()).await;
+                Ok::<(), String>(())
+            })
+        });
+        match cleanup.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => eprintln!("could not delete the failed-marker queue of {}: {error}", self.amqp.queue),
+            Err(_) => eprintln!("the cleanup of the failed-marker queue of {} panicked", self.amqp.queue),
+        }
+    }
+}
+
+/// Triggers a report and checks the 202 answer; returns the report id and the `Location`.
+async fn trigger(app: &TestApp) -> (String, String) {
+    let response = app.trigger().await;
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"].to_str().expect("ascii location").to_owned();
+    let body: serde_json::Value = response.json().await.expect("json");
+    let report_id = body["report_id"].as_str().expect("report_id").to_owned();
+    assert_eq!(body, serde_json::json!({ "report_id": report_id, "status": "Running" }));
+    assert_eq!(location, format!("/get_report/{report_id}"));
+    (report_id, location)
+}
+
+/// GETs `location` until the report is no longer Running; returns the last answer.
+async fn wait_until_finished(app: &TestApp, location: &str, limit: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let response = app.get(location).await;
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.expect("json");
+        if body["status"] != "Running" {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "still Running after {limit:?}: {body}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The finished report over HTTP: its JSON status, the download and the CSV by content negotiation.
+async fn assert_served_like_the_cli(app: &TestApp, report_id: &str, finished: serde_json::Value, cli: &CliReport) {
+    assert_eq!(
+        finished,
+        serde_json::json!({
+            "report_id": report_id, "status": "Complete",
+            "download_url": format!("{}/download/{report_id}", app.address),
+            "as_of": cli.as_of, "stores": cli.stores
+        })
+    );
+
+    let download = app.get(&format!("/download/{report_id}")).await;
+    assert_eq!(download.status(), 200);
+    let headers = download.headers();
+    assert!(headers["content-type"].to_str().expect("ascii").starts_with("text/csv"), "{headers:?}");
+    assert_eq!(headers["content-disposition"], format!("attachment; filename=\"report-{report_id}.csv\""));
+    let body = download.bytes().await.expect("download body");
+    // As text first, so a failure shows which rows differ.
+    assert_eq!(String::from_utf8_lossy(&body), String::from_utf8_lossy(&cli.csv));
+    assert!(body.as_ref() == cli.csv.as_slice(), "byte for byte");
+
+    let negotiated = app.get_accepting(&format!("/get_report/{report_id}"), "text/csv").await;
+    assert_eq!(negotiated.status(), 200);
+    assert_eq!(negotiated.headers()["x-report-status"], "Complete");
+    assert!(negotiated.headers()["content-type"].to_str().expect("ascii").starts_with("text/csv"));
+    assert!(negotiated.bytes().await.expect("body").as_ref() == cli.csv.as_slice(), "the same CSV as the download");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_triggered_report_runs_completes_and_downloads_exactly_the_clis_report() {
+    let app = spawn_app().await;
+    let _marker_queue = FailedMarkerQueue { amqp: app.topology.settings.clone() };
+    let cli = load_fixture(&app).await;
+    assert_eq!(cli.stores, 7, "the fixture's stores with polls in the lookback range");
+
+    // Triggered before any worker runs, so the report is certainly seen Running.
+    let (report_id, location) = trigger(&app).await;
+    assert!(app.report(&report_id).queued_at.is_some(), "the broker confirmed the job at once");
+    let running = app.get(&location).await;
+    assert_eq!(running.status(), 200);
+    assert_eq!(running.headers()["x-report-status"], "Running");
+    let body: serde_json::Value = running.json().await.expect("json");
+    assert_eq!(body["status"], "Running");
+    let early = app.get(&format!("/download/{report_id}")).await;
+    assert_eq!(early.status(), 409, "no download while Running");
+
+    let worker = Worker::start(&app);
+    let finished = wait_until_finished(&app, &location, Duration::from_secs(60)).await;
+
+    assert_served_like_the_cli(&app, &report_id, finished, &cli).await;
+    let row = app.report(&report_id);
+    assert_eq!(row.attempts, 1, "one delivery, one attempt: {row:?}");
+    assert_eq!((row.stores_done, row.stores_total), (Some(7), Some(7)));
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_report_triggered_while_the_broker_is_unreachable_completes_once_it_is_back() {
+    let port = closed_port();
+    let app = spawn_app_with(|s| s.amqp.url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f")).await;
+    let _marker_queue = FailedMarkerQueue { amqp: app.topology.settings.clone() };
+    let cli = load_fixture(&app).await;
+
+    let (report_id, location) = trigger(&app).await;
+    assert!(app.report(&report_id).queued_at.is_none(), "the job waits in the outbox");
+    let body: serde_json::Value = app.get(&location).await.json().await.expect("json");
+    assert_eq!(body["status"], "Running");
+
+    // The broker "comes back": a relay that reaches it (as the gateway's own would, with the right URL)
+    // and a worker on the same queues.
+    let amqp = app.topology.settings.clone();
+    let publisher = Arc::new(JobPublisher::new(amqp, Duration::from_secs(2), tokio::runtime::Handle::current()));
+    let relay = OutboxRelay::new(
+        app.pool.clone(),
+        publisher,
+        RelaySettings {
+            interval: Duration::from_millis(100),
+            grace: Duration::from_millis(300),
+            batch: 10,
+            publish_timeout: Duration::from_secs(2),
+        },
+    );
+    let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
+    let relaying = tokio::spawn(relay.run_until(async {
+        let _ = relay_stopped.await;
+    }));
+    let worker = Worker::start(&app);
+
+    let finished = wait_until_finished(&app, &location, Duration::from_secs(60)).await;
+
+    assert_served_like_the_cli(&app, &report_id, finished, &cli).await;
+    let row = app.report(&report_id);
+    assert!(row.queued_at.is_some(), "the relay took the job out of the outbox");
+    assert_eq!(row.attempts, 1, "published once, computed once: {row:?}");
+    let _ = stop_relay.send(());
+    relaying.await.expect("the relay stops");
+    worker.stop().await;
+}
