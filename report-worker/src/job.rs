@@ -21,11 +21,12 @@ use shared_model::db::DbPool;
 use shared_model::input::{HoursRow, Poll};
 use shared_model::messages::ReportJob;
 
-use shared_model::models::reports::{self, FinishedReport, ReportStatus, StartOutcome, StoreError, Stored};
+use shared_model::models::reports::{
+    self, FinishedReport, ReportStatus, StartOutcome, StoreError, Stored, store_complete,
+};
 
 use crate::dataset::{self, Dataset, DatasetError, IngestVersion, RefreshStats};
 use crate::engine::{self, Inputs, StoreUptime};
-use crate::reports::store_complete;
 use crate::settings::WorkerSettings;
 
 /// A job message as the broker delivered it.

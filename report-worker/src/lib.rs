@@ -5,6 +5,5 @@ pub mod consumer;
 pub mod dataset;
 pub mod engine;
 pub mod job;
-pub mod reports;
 pub mod settings;
 pub mod topology;

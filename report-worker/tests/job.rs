@@ -10,11 +10,10 @@ use common::*;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use report_worker::job::{Disposition, JobDelivery, JobHandler, Outcome};
-use report_worker::reports::store_complete;
 use report_worker::settings::WorkerSettings;
 use shared_model::input::{HoursRow, Poll};
 use shared_model::models::reports::{self, ReportStatus as Status};
-use shared_model::models::reports::{FinishedReport, Stored};
+use shared_model::models::reports::{FinishedReport, Stored, store_complete};
 use shared_model::schema::report_chunks;
 
 const DELIVERY_LIMIT: u32 = 3;
