@@ -12,8 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use api_gateway::outbox::{OutboxRelay, RelaySettings};
-use api_gateway::publisher::JobPublisher;
 use chrono::SecondsFormat;
 use helpers::{TestApp, closed_port, spawn_app, spawn_app_with, unique_suffix};
 use report_worker::settings::WorkerSettings;
@@ -242,22 +240,7 @@ async fn a_report_triggered_while_the_broker_is_unreachable_completes_once_it_is
 
     // The broker "comes back": a relay that reaches it (as the gateway's own would, with the right URL)
     // and a worker on the same queues.
-    let amqp = app.topology.settings.clone();
-    let publisher = Arc::new(JobPublisher::new(amqp, Duration::from_secs(2), tokio::runtime::Handle::current()));
-    let relay = OutboxRelay::new(
-        app.pool.clone(),
-        publisher,
-        RelaySettings {
-            interval: Duration::from_millis(100),
-            grace: Duration::from_millis(300),
-            batch: 10,
-            publish_timeout: Duration::from_secs(2),
-        },
-    );
-    let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
-    let relaying = tokio::spawn(relay.run_until(async {
-        let _ = relay_stopped.await;
-    }));
+    let relay = app.start_relay(Duration::from_millis(300));
     let worker = Worker::start(&app);
 
     let finished = wait_until_finished(&app, &location, Duration::from_secs(60)).await;
@@ -266,7 +249,6 @@ async fn a_report_triggered_while_the_broker_is_unreachable_completes_once_it_is
     let row = app.report(&report_id);
     assert!(row.queued_at.is_some(), "the relay took the job out of the outbox");
     assert_eq!(row.attempts, 1, "published once, computed once: {row:?}");
-    let _ = stop_relay.send(());
-    relaying.await.expect("the relay stops");
+    relay.stop().await;
     worker.stop().await;
 }

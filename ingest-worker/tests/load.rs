@@ -4,27 +4,17 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, TimeZone as _, Utc};
-use common::{HoursRow, PollRow, TempDir, TestDb, count, current_hours, current_zones, fixture, polls, store_ids};
+use chrono::Utc;
+use common::{
+    HoursRow, PollRow, TempDir, TestDb, basic_folder, count, current_hours, current_zones, fixture, loaded_at, polls,
+    store_ids,
+};
 use diesel::connection::SimpleConnection as _;
 use diesel::mysql::MysqlConnection;
 use ingest_worker::{RunReport, Settings, load_once, load_once_at};
 use shared_model::input::FileKind;
 use shared_model::models::loads::{self, Load, LoadStatus};
 use shared_model::models::snapshots::{self, SnapshotKind};
-
-/// A moment after every poll of the fixtures, so none of them is "in the future".
-fn loaded_at() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2023, 1, 26, 0, 0, 0).single().expect("valid date")
-}
-
-fn basic_folder() -> TempDir {
-    let folder = TempDir::new();
-    folder.write("store_status.csv", &fixture("basic/store_status.csv"));
-    folder.write("business_hours.csv", &fixture("basic/business_hours.csv"));
-    folder.write("timezones.csv", &fixture("basic/timezones.csv"));
-    folder
-}
 
 fn load(settings: &Settings) -> RunReport {
     let report = load_once_at(settings, loaded_at()).expect("the run happens");

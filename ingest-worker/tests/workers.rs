@@ -8,26 +8,13 @@ use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::{TimeZone as _, Utc};
-use common::{TempDir, TestDb, count, current_hours, fixture, polls};
+use common::{TestDb, basic_folder, count, current_hours, loaded_at, polls};
 use diesel::connection::SimpleConnection as _;
 use diesel::{RunQueryDsl, sql_query};
 use ingest_worker::{INGEST_LOCK, IngestError, Settings, load_once_at, scheduler};
 use shared_model::db;
 use shared_model::input::FileKind;
 use shared_model::models::loads::LoadStatus;
-
-fn basic_folder() -> TempDir {
-    let folder = TempDir::new();
-    folder.write("store_status.csv", &fixture("basic/store_status.csv"));
-    folder.write("business_hours.csv", &fixture("basic/business_hours.csv"));
-    folder.write("timezones.csv", &fixture("basic/timezones.csv"));
-    folder
-}
-
-fn loaded_at() -> chrono::DateTime<Utc> {
-    Utc.with_ymd_and_hms(2023, 1, 26, 0, 0, 0).single().expect("valid date")
-}
 
 #[test]
 fn two_workers_loading_at_once_load_each_file_once() {

@@ -3,8 +3,11 @@
 //! `DATABASE_URL` and `AMQP_URL` point the tests at other servers (the database name in the URL is
 //! replaced by the test's own).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use api_gateway::outbox::{OutboxRelay, RelaySettings};
+use api_gateway::publisher::JobPublisher;
 use api_gateway::settings::{GatewaySettings, Settings};
 use api_gateway::startup::Application;
 use diesel::{Connection as _, MysqlConnection, RunQueryDsl};
@@ -204,6 +207,44 @@ impl TestApp {
 
     pub fn report(&self, report_id: &str) -> reports::Report {
         reports::find(&mut self.conn(), report_id).expect("query").expect("report exists")
+    }
+
+    /// An outbox relay that reaches the test's own broker and queues (as the gateway's own would), polling
+    /// every 100 ms; it publishes reports older than `grace`.
+    pub fn relay(&self, grace: Duration) -> OutboxRelay {
+        let publisher = Arc::new(JobPublisher::new(
+            self.topology.settings.clone(),
+            Duration::from_secs(2),
+            tokio::runtime::Handle::current(),
+        ));
+        let settings = RelaySettings {
+            interval: Duration::from_millis(100),
+            grace,
+            batch: 10,
+            publish_timeout: Duration::from_secs(2),
+        };
+        OutboxRelay::new(self.pool.clone(), publisher, settings)
+    }
+
+    /// `relay(grace)` running in the background until `RunningRelay::stop`.
+    pub fn start_relay(&self, grace: Duration) -> RunningRelay {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.relay(grace).run_until(async {
+            let _ = stopped.await;
+        }));
+        RunningRelay { stop, task }
+    }
+}
+
+pub struct RunningRelay {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningRelay {
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.expect("the relay stops");
     }
 }
 

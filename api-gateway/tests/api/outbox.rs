@@ -1,8 +1,5 @@
-use std::sync::Arc;
 use std::time::Duration;
 
-use api_gateway::outbox::{OutboxRelay, RelaySettings};
-use api_gateway::publisher::JobPublisher;
 use shared_model::queue;
 
 use crate::helpers::{broker, closed_port, spawn_app_with, take_message};
@@ -23,27 +20,11 @@ async fn a_report_triggered_while_the_broker_is_down_is_queued_by_the_relay_late
 
     // The broker "comes back": a relay that reaches it publishes the job.
     let good = app.topology.settings.clone();
-    let publisher =
-        Arc::new(JobPublisher::new(good.clone(), Duration::from_secs(2), tokio::runtime::Handle::current()));
-    let relay = OutboxRelay::new(
-        app.pool.clone(),
-        publisher,
-        RelaySettings {
-            interval: Duration::from_millis(100),
-            grace: Duration::from_millis(300),
-            batch: 10,
-            publish_timeout: Duration::from_secs(2),
-        },
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let relaying = tokio::spawn(relay.run_until(async {
-        let _ = stopped.await;
-    }));
+    let relay = app.start_relay(Duration::from_millis(300));
 
     let (_connection, channel) = broker(&good).await;
     let message = take_message(&channel, &good.queue, Duration::from_secs(10)).await.expect("the job arrives");
-    let _ = stop.send(());
-    relaying.await.expect("relay stops");
+    relay.stop().await;
 
     assert_eq!(message.properties.message_id().as_ref().map(|s| s.as_str()), Some(report_id.as_str()));
     assert_eq!(queue::decode_job(&message.data).expect("job").report_id, report_id);
@@ -58,21 +39,7 @@ async fn the_relay_leaves_young_and_queued_reports_alone() {
     let queued_id = queued["report_id"].as_str().expect("id").to_owned();
     let young = crate::helpers::new_report_id();
     app.insert_running(&young);
-    let publisher = Arc::new(JobPublisher::new(
-        app.topology.settings.clone(),
-        Duration::from_secs(2),
-        tokio::runtime::Handle::current(),
-    ));
-    let relay = OutboxRelay::new(
-        app.pool.clone(),
-        publisher,
-        RelaySettings {
-            interval: Duration::from_millis(100),
-            grace: Duration::from_secs(60),
-            batch: 10,
-            publish_timeout: Duration::from_secs(2),
-        },
-    );
+    let relay = app.relay(Duration::from_secs(60));
 
     let pass = relay.run_once().await.expect("pass");
 

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, TimeZone as _, Utc};
 use diesel::mysql::MysqlConnection;
 use diesel::{Connection, QueryableByName, RunQueryDsl, sql_query};
 use shared_model::db;
@@ -109,6 +110,20 @@ impl Drop for TempDir {
 pub fn fixture(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// A data folder holding the `basic` fixture's three files.
+pub fn basic_folder() -> TempDir {
+    let folder = TempDir::new();
+    folder.write("store_status.csv", &fixture("basic/store_status.csv"));
+    folder.write("business_hours.csv", &fixture("basic/business_hours.csv"));
+    folder.write("timezones.csv", &fixture("basic/timezones.csv"));
+    folder
+}
+
+/// A moment after every poll of the fixtures, so none of them is "in the future".
+pub fn loaded_at() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2023, 1, 26, 0, 0, 0).single().expect("valid date")
 }
 
 #[derive(QueryableByName, Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
