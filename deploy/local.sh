@@ -158,7 +158,10 @@ fi
 start() { # name, command...
   local name=$1
   shift
-  "$@" >"$run_dir/$name.log" 2>&1 &
+  # A session of its own: Ctrl-C reaches only this script, which then stops the services with SIGTERM in
+  # order (a worker finishes the job in hand), instead of every service seeing SIGINT at once and the
+  # script taking their exits for failures.
+  setsid "$@" >"$run_dir/$name.log" 2>&1 &
   pids+=($!)
   names+=("$name")
 }
