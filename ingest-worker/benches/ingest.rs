@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use common::{TempDir, TestDb, count};
 use ingest_worker::{RunReport, Settings, load_once};
-use shared_model::input::{DataFiles, FileKind};
+use uptime_core::input::{DataFiles, FileKind};
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();

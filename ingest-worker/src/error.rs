@@ -2,7 +2,7 @@
 //! the load of one file, which is recorded as `failed` while the other files are still loaded.
 
 use shared_model::db::DbError;
-use shared_model::input::InputError;
+use uptime_core::input::InputError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {

@@ -13,9 +13,9 @@ use diesel::mysql::MysqlConnection;
 use diesel::{QueryableByName, RunQueryDsl, sql_query};
 use log::{error, info, warn};
 use shared_model::db;
-use shared_model::input::{DataFiles, FileKind, FileSummary, InputError};
 use shared_model::models::loads::{self, LoadEnd, LoadStatus};
 use shared_model::models::snapshots::SnapshotKind;
+use uptime_core::input::{DataFiles, FileKind, FileSummary, InputError};
 
 use crate::digest::FileDigest;
 use crate::error::{FileError, IngestError};
@@ -306,15 +306,7 @@ fn failed_end(error: &str, digest: Option<&FileDigest>) -> LoadEnd {
 
 /// The end of a load that wrote `rows_loaded` rows, with the reader's account of the file.
 pub(crate) fn loaded_end(digest: &FileDigest, summary: &FileSummary, rows_loaded: u64) -> LoadEnd {
-    LoadEnd {
-        rows_read: summary.rows_read,
-        rows_loaded,
-        rows_rejected: summary.rejected_total(),
-        rejected_by_reason: json(&summary.rejected),
-        sample_rejections: json(&summary.samples),
-        notes: json(&summary.notes),
-        ..ended(LoadStatus::Loaded, Some(digest))
-    }
+    LoadEnd { rows_loaded, ..ended(LoadStatus::Loaded, Some(digest)).with_summary(summary) }
 }
 
 pub(crate) fn json<T: serde::Serialize>(value: &T) -> Option<String> {

@@ -26,8 +26,8 @@ use diesel::mysql::MysqlConnection;
 use diesel::{Connection as _, QueryableByName, RunQueryDsl, sql_query};
 use log::info;
 use shared_model::db;
-use shared_model::input::{Poll, read_polls_bytes};
 use shared_model::models::loads::{self, Load, LoadEnd, LoadStatus};
+use uptime_core::input::{Poll, read_polls_bytes};
 
 use crate::digest::FileDigest;
 use crate::error::FileError;

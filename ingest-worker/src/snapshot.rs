@@ -16,9 +16,9 @@ use diesel::Connection as _;
 use diesel::connection::SimpleConnection as _;
 use diesel::mysql::MysqlConnection;
 use log::{info, warn};
-use shared_model::input::{read_hours_bytes, read_zones_bytes};
 use shared_model::models::loads::{self, LoadEnd, LoadStatus};
 use shared_model::models::snapshots::{self, SnapshotKind, StoreTimezoneRow, TIMEZONE_MAX_CHARS};
+use uptime_core::input::{read_hours_bytes, read_zones_bytes};
 
 use crate::digest::FileDigest;
 use crate::error::{FileError, IngestError};

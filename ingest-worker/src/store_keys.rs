@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use diesel::mysql::MysqlConnection;
-use shared_model::input::StoreIds;
 use shared_model::models::stores;
+use uptime_core::input::StoreIds;
 
 use crate::error::FileError;
 

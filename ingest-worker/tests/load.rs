@@ -12,9 +12,9 @@ use common::{
 use diesel::connection::SimpleConnection as _;
 use diesel::mysql::MysqlConnection;
 use ingest_worker::{RunReport, Settings, load_once, load_once_at};
-use shared_model::input::FileKind;
 use shared_model::models::loads::{self, Load, LoadStatus};
 use shared_model::models::snapshots::{self, SnapshotKind};
+use uptime_core::input::FileKind;
 
 fn load(settings: &Settings) -> RunReport {
     let report = load_once_at(settings, loaded_at()).expect("the run happens");

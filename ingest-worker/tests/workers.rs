@@ -13,8 +13,8 @@ use diesel::connection::SimpleConnection as _;
 use diesel::{RunQueryDsl, sql_query};
 use ingest_worker::{INGEST_LOCK, IngestError, Settings, load_once_at, scheduler};
 use shared_model::db;
-use shared_model::input::FileKind;
 use shared_model::models::loads::LoadStatus;
+use uptime_core::input::FileKind;
 
 #[test]
 fn two_workers_loading_at_once_load_each_file_once() {

@@ -43,22 +43,27 @@ const RETRY_DELAY_MAX: Duration = Duration::from_secs(60);
 
 /// Connects to MySQL (migrating it) and runs [`consume`] until `shutdown` resolves.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let pool = open_database(&settings).await?;
+    let handler = Arc::new(JobHandler::new(pool.clone(), settings.worker.clone(), settings.amqp.delivery_limit));
+    consume(&settings, handler, pool, shutdown).await
+}
+
+/// Validates the worker's settings, migrates the database and opens the pool, sized so every job in hand
+/// has a connection for its read and writes and another for its progress ticker.
+pub async fn open_database(settings: &Settings) -> anyhow::Result<DbPool> {
     settings.worker.validate()?;
     let url = settings.database.url.clone();
-    let pool = tokio::task::spawn_blocking(move || -> anyhow::Result<DbPool> {
+    let size = settings.database.pool_size.max(2 * u32::from(settings.worker.prefetch) + 1);
+    tokio::task::spawn_blocking(move || -> anyhow::Result<DbPool> {
         let mut conn = db::connect(&url)?;
         let applied = db::run_migrations(&mut conn)?;
         if !applied.is_empty() {
             log::info!("applied migrations {}", applied.join(", "));
         }
-        // A job holds one connection for its read and its writes, and its progress ticker another.
-        let size = settings.database.pool_size.max(2 * u32::from(settings.worker.prefetch) + 1);
         Ok(db::pool(&url, size)?)
     })
     .await
-    .context("the MySQL start-up task panicked")??;
-    let handler = Arc::new(JobHandler::new(pool.clone(), settings.worker.clone(), settings.amqp.delivery_limit));
-    consume(&settings, handler, pool, shutdown).await
+    .context("the MySQL start-up task panicked")?
 }
 
 /// Consumes jobs with `handler` until `shutdown` resolves, reconnecting to the broker when the connection

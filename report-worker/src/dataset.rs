@@ -29,10 +29,10 @@ use diesel::connection::SimpleConnection;
 use diesel::mysql::MysqlConnection;
 use diesel::mysql::data_types::MysqlTime;
 use diesel::prelude::*;
-use shared_model::input::{HoursRow, Poll};
 use shared_model::schema::{business_hours, current_snapshots, polls, store_timezones, stores};
+use uptime_core::input::{HoursRow, Poll};
 
-use crate::engine::DAY;
+use uptime_core::time::{DAY, MICROS_PER_SECOND, days_from_civil};
 
 /// Which state of the ingest a dataset reflects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -222,18 +222,11 @@ fn count_polls_after(conn: &mut MysqlConnection, load_id: u64) -> Result<u64, di
 }
 
 /// A DATETIME as the client library hands it over, to µs since the epoch, without building a chrono
-/// value first (measured on the 1.9 M-row set: the read drops from ~0.75 s to ~0.6 s). Days from the civil
-/// date by H. Hinnant's `days_from_civil`.
+/// value first (measured on the 1.9 M-row set: the read drops from ~0.75 s to ~0.6 s).
 fn mysql_micros(t: &MysqlTime) -> i64 {
-    let (year, month, day) = (t.year as i64, t.month as i64, t.day as i64);
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let year_of_era = y - era * 400;
-    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = era * 146_097 + day_of_era - 719_468;
-    let seconds = days * 86_400 + t.hour as i64 * 3_600 + t.minute as i64 * 60 + t.second as i64;
-    seconds * 1_000_000 + t.second_part as i64
+    let days = days_from_civil(i64::from(t.year), t.month, t.day);
+    let seconds = days * 86_400 + i64::from(t.hour) * 3_600 + i64::from(t.minute) * 60 + i64::from(t.second);
+    seconds * MICROS_PER_SECOND + t.second_part as i64
 }
 
 /// Every poll, in primary-key order, which is the engine's (store, at) order. Plain columns: converting

@@ -11,22 +11,19 @@
 //!   marks the report Failed before the job is dead-lettered, so it never stays Running. When even that is
 //!   impossible (MySQL down, worker killed), the consumer of the dead-letter copy marks it later.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use diesel::mysql::MysqlConnection;
 use shared_model::db::DbPool;
-use shared_model::input::{HoursRow, Poll};
 use shared_model::messages::ReportJob;
-
 use shared_model::models::reports::{
     self, FinishedReport, ReportStatus, StartOutcome, StoreError, Stored, store_complete,
 };
+use uptime_core::engine::{self, Inputs, Progress};
 
 use crate::dataset::{self, Dataset, DatasetError, IngestVersion, RefreshStats};
-use crate::engine::{self, Inputs, StoreUptime};
 use crate::settings::WorkerSettings;
 
 /// A job message as the broker delivered it.
@@ -133,11 +130,20 @@ pub struct JobHandler {
     delivery_limit: u32,
     /// Held while a job brings the dataset up to date, so two jobs never merge into it at once.
     cache: Mutex<Option<Arc<Dataset>>>,
+    /// Told of every report's progress besides the progress written to its row.
+    observer: Option<Box<dyn Progress + Send>>,
 }
 
 impl JobHandler {
     pub fn new(pool: DbPool, settings: WorkerSettings, delivery_limit: u32) -> Self {
-        Self { pool, settings, delivery_limit, cache: Mutex::new(None) }
+        Self { pool, settings, delivery_limit, cache: Mutex::new(None), observer: None }
+    }
+
+    /// Tells `observer` of the progress of every report this handler computes, from the engine's threads
+    /// (tests pace a report with it, to watch its progress or to stop a worker in the middle of one).
+    pub fn observed_by(mut self, observer: impl Progress + Send + 'static) -> Self {
+        self.observer = Some(Box::new(observer));
+        self
     }
 
     /// The ingest state the kept dataset reflects (`None` before the first job).
@@ -238,36 +244,29 @@ impl JobHandler {
         let read = started.elapsed();
 
         let computing = Instant::now();
-        let now = engine::latest_poll(&data.polls);
-        let rows = match now {
-            Some(now) => self.compute_with_progress(&mut conn, report_id, &data, now)?,
-            None => Vec::new(),
-        };
-        let mut csv = Vec::with_capacity(rows.len() * 64 + engine::HEADER.len() + 1);
-        engine::write_report(&mut csv, &rows, |key| data.store_id(key).unwrap_or_default())
-            .map_err(|e| JobError::Permanent(format!("writing the CSV in memory failed: {e}")))?;
+        let report = self.compute_with_progress(&mut conn, report_id, &data);
+        let csv = render_csv(&report, &data)?;
         let compute = computing.elapsed();
 
         let storing = Instant::now();
-        let store_count = u32::try_from(rows.len())
-            .map_err(|_| JobError::Permanent(format!("{} stores do not fit in a report row", rows.len())))?;
-        let as_of = now.and_then(chrono::DateTime::from_timestamp_micros).map(|t| t.naive_utc());
-        let finished_report = FinishedReport { as_of, store_count, csv: &csv };
-        let stored = store_complete(&mut conn, report_id, finished_report, self.settings.chunking())?;
+        let stored = self.store(&mut conn, report_id, &report, &csv)?;
         let timings = JobTimings { read, compute, store: storing.elapsed(), total: started.elapsed() };
-        Ok(match stored {
-            Stored::Complete { chunks } => Outcome::Completed {
-                report_id: report_id.to_owned(),
-                stores: store_count,
-                csv_bytes: csv.len(),
-                chunks,
-                timings,
-            },
-            Stored::AlreadyComplete => {
-                Outcome::AlreadyFinished { report_id: report_id.to_owned(), status: ReportStatus::Complete }
-            }
-            Stored::Unknown => Outcome::UnknownReport { report_id: report_id.to_owned() },
-        })
+        Ok(stored.into_outcome(report_id, csv.len(), timings))
+    }
+
+    fn store(
+        &self,
+        conn: &mut MysqlConnection,
+        report_id: &str,
+        report: &engine::Report,
+        csv: &[u8],
+    ) -> Result<StoredReport, JobError> {
+        let store_count = u32::try_from(report.rows.len())
+            .map_err(|_| JobError::Permanent(format!("{} stores do not fit in a report row", report.rows.len())))?;
+        let as_of = report.now.and_then(chrono::DateTime::from_timestamp_micros).map(|t| t.naive_utc());
+        let finished_report = FinishedReport { as_of, store_count, csv };
+        let stored = store_complete(conn, report_id, finished_report, self.settings.chunking())?;
+        Ok(StoredReport { stored, store_count })
     }
 
     /// Brings the kept dataset up to date inside one consistent-snapshot transaction and hands out a
@@ -284,68 +283,113 @@ impl JobHandler {
 
     /// Runs the engine while a ticker writes `stores_done` / `stores_total` every `progress_interval_ms`
     /// (the read transaction is over by now, so these writes are visible at once).
-    fn compute_with_progress(
-        &self,
-        conn: &mut MysqlConnection,
-        report_id: &str,
-        data: &Dataset,
-        now: engine::Micros,
-    ) -> Result<Vec<StoreUptime>, JobError> {
-        let total = engine::stores_in_report(&data.polls, now);
-        let total_u32 = u32::try_from(total).unwrap_or(u32::MAX);
-        reports::set_progress(conn, report_id, 0, total_u32)?;
-        let done = AtomicUsize::new(0);
+    fn compute_with_progress(&self, conn: &mut MysqlConnection, report_id: &str, data: &Dataset) -> engine::Report {
         let interval = Duration::from_millis(self.settings.progress_interval_ms);
-        let (stop, stopped) = mpsc::channel::<()>();
-        let done = &done;
-        let rows = std::thread::scope(|scope| {
-            scope.spawn(move || {
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                    let n = u32::try_from(done.load(Ordering::Relaxed)).unwrap_or(u32::MAX);
-                    if let Err(e) = reports::set_progress(conn, report_id, n, total_u32) {
-                        // Progress is a courtesy; the report itself does not depend on it.
-                        log::warn!("report_id={report_id} cannot write progress: {e}");
-                    }
-                }
-            });
+        let (ticks, ticked) = mpsc::channel();
+        let progress = ProgressCounter::new(ticks.clone(), self.observer.as_deref());
+        std::thread::scope(|scope| {
+            let counted = &progress;
+            scope.spawn(move || write_progress_until_stopped(conn, report_id, counted, &ticked, interval));
             let inputs = Inputs { polls: &data.polls, hours: &data.hours, zones: &data.zones };
-            let rows = match self.settings.debug_delay_per_store_micros {
-                0 => engine::compute(inputs, now, done),
-                delay => compute_store_by_store(inputs, now, done, Duration::from_micros(delay)),
-            };
-            drop(stop);
-            rows
-        });
-        Ok(rows)
+            let report = engine::report(inputs, &progress);
+            // The ticker may already be gone (it never fails); nothing waits for this message then.
+            let _ = ticks.send(Tick::Stop);
+            report
+        })
     }
 }
 
-/// The test aid behind `debug_delay_per_store_micros`: the engine called once per store with a pause
-/// after each. Stores are independent in the engine, so the rows equal those of one call.
-fn compute_store_by_store(
-    inputs: Inputs<'_>,
-    now: engine::Micros,
-    done: &AtomicUsize,
-    delay: Duration,
-) -> Vec<StoreUptime> {
-    let mut hours: HashMap<u32, Vec<HoursRow>> = HashMap::new();
-    for row in inputs.hours {
-        hours.entry(row.store).or_default().push(*row);
-    }
-    let mut rows = Vec::new();
-    let mut rest: &[Poll] = inputs.polls;
-    while let Some(first) = rest.first() {
-        let (store_polls, tail) = rest.split_at(rest.partition_point(|p| p.store == first.store));
-        rest = tail;
-        let zones: HashMap<_, _> = inputs.zones.get(&first.store).map(|tz| (first.store, *tz)).into_iter().collect();
-        let store_hours = hours.get(&first.store).map_or(&[][..], Vec::as_slice);
-        let one = engine::compute(Inputs { polls: store_polls, hours: store_hours, zones: &zones }, now, done);
-        if !one.is_empty() {
-            rows.extend(one);
-            std::thread::sleep(delay);
+/// What the store step wrote, before it becomes an [`Outcome`].
+struct StoredReport {
+    stored: Stored,
+    store_count: u32,
+}
+
+impl StoredReport {
+    fn into_outcome(self, report_id: &str, csv_bytes: usize, timings: JobTimings) -> Outcome {
+        let report_id = report_id.to_owned();
+        match self.stored {
+            Stored::Complete { chunks } => {
+                Outcome::Completed { report_id, stores: self.store_count, csv_bytes, chunks, timings }
+            }
+            Stored::AlreadyComplete => Outcome::AlreadyFinished { report_id, status: ReportStatus::Complete },
+            Stored::Unknown => Outcome::UnknownReport { report_id },
         }
     }
-    rows
+}
+
+fn render_csv(report: &engine::Report, data: &Dataset) -> Result<Vec<u8>, JobError> {
+    let mut csv = Vec::with_capacity(report.rows.len() * 64 + engine::HEADER.len() + 1);
+    report
+        .write_csv(&mut csv, |key| data.store_id(key).unwrap_or_default())
+        .map_err(|e| JobError::Permanent(format!("writing the CSV in memory failed: {e}")))?;
+    Ok(csv)
+}
+
+/// Messages to the progress ticker.
+enum Tick {
+    /// The engine knows the total: write it now rather than at the next interval.
+    Started,
+    Stop,
+}
+
+/// The engine's progress, counted for the ticker and passed on to the handler's own observer.
+struct ProgressCounter<'a> {
+    /// `usize::MAX` until the engine has said how many stores the report has.
+    total: AtomicUsize,
+    done: AtomicUsize,
+    ticks: mpsc::Sender<Tick>,
+    observer: Option<&'a (dyn Progress + Send)>,
+}
+
+impl<'a> ProgressCounter<'a> {
+    fn new(ticks: mpsc::Sender<Tick>, observer: Option<&'a (dyn Progress + Send)>) -> Self {
+        Self { total: AtomicUsize::new(usize::MAX), done: AtomicUsize::new(0), ticks, observer }
+    }
+
+    /// `(done, total)`, once the total is known.
+    fn figures(&self) -> Option<(u32, u32)> {
+        let total = self.total.load(Ordering::Relaxed);
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        (total != usize::MAX).then(|| (clamp(self.done.load(Ordering::Relaxed)), clamp(total)))
+    }
+}
+
+impl Progress for ProgressCounter<'_> {
+    fn started(&self, stores_total: usize) {
+        self.total.store(stores_total, Ordering::Relaxed);
+        let _ = self.ticks.send(Tick::Started);
+        if let Some(observer) = self.observer {
+            observer.started(stores_total);
+        }
+    }
+
+    fn store_done(&self) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+        if let Some(observer) = self.observer {
+            observer.store_done();
+        }
+    }
+}
+
+fn write_progress_until_stopped(
+    conn: &mut MysqlConnection,
+    report_id: &str,
+    progress: &ProgressCounter<'_>,
+    ticked: &mpsc::Receiver<Tick>,
+    interval: Duration,
+) {
+    loop {
+        match ticked.recv_timeout(interval) {
+            Ok(Tick::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Ok(Tick::Started) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let Some((done, total)) = progress.figures() else { continue };
+        if let Err(e) = reports::set_progress(conn, report_id, done, total) {
+            // Progress is a courtesy; the report itself does not depend on it.
+            log::warn!("report_id={report_id} cannot write progress: {e}");
+        }
+    }
 }
 
 fn log_refresh(report_id: &str, stats: &RefreshStats, version: IngestVersion) {

@@ -1,9 +1,8 @@
-//! The report worker: the uptime engine (pure), the offline CLI, and the queue consumer.
+//! The report worker: the offline CLI and the queue consumer around the pure engine of `uptime_core`.
 
 pub mod cli;
 pub mod consumer;
 pub mod dataset;
-pub mod engine;
 pub mod job;
 pub mod settings;
 pub mod topology;

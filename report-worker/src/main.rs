@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use report_worker::settings::Settings;
 use report_worker::{cli, consumer};
-use shared_model::input::parse::format_micros;
+use uptime_core::time::format_micros;
 
 const USAGE: &str = "usage: report-worker [run]\n       report-worker compute --data <DIR> [--out <FILE>]";
 
@@ -85,26 +85,11 @@ fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(consumer::run(settings, stop_signal())) {
+    match runtime.block_on(consumer::run(settings, shared_model::shutdown::signalled())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e:#}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// Resolves on SIGTERM (what orchestrators send) or SIGINT (Ctrl-C).
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => tokio::select! {
-            _ = term.recv() => log::info!("SIGTERM received"),
-            _ = tokio::signal::ctrl_c() => log::info!("SIGINT received"),
-        },
-        Err(e) => {
-            log::warn!("cannot listen for SIGTERM ({e}); stopping on SIGINT only");
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

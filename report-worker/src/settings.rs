@@ -34,9 +34,6 @@ pub struct WorkerSettings {
     /// Wait before a job that failed for a reason that may pass goes back to the queue; doubled on each
     /// further delivery (capped at a minute), so a short MySQL outage does not use up the delivery limit.
     pub retry_delay_ms: u64,
-    /// Test aid, 0 in production: sleep this long after each store so a test can observe progress or
-    /// kill a worker in the middle of a report. When non-zero, stores are computed one at a time.
-    pub debug_delay_per_store_micros: u64,
 }
 
 impl Default for WorkerSettings {
@@ -47,7 +44,6 @@ impl Default for WorkerSettings {
             max_insert_bytes: 8 << 20,
             progress_interval_ms: 250,
             retry_delay_ms: 1_000,
-            debug_delay_per_store_micros: 0,
         }
     }
 }

@@ -11,6 +11,7 @@ use common::broker::TestBroker;
 use common::*;
 use diesel::connection::SimpleConnection;
 use report_worker::consumer;
+use report_worker::job::JobHandler;
 use report_worker::settings::{Settings, WorkerSettings};
 use shared_model::models::reports;
 use shared_model::queue::{DEAD_LETTER_ROUTING_KEY, JOB_ROUTING_KEY};
@@ -173,10 +174,26 @@ async fn a_message_that_is_not_a_job_is_dead_lettered_and_its_report_fails() {
 }
 
 /// The real binary, configured through its environment as an operator would.
+/// Set for a copy of this test binary that is to act as a paced report worker: the pause per store, µs.
+const PACED_WORKER_VAR: &str = "REPORT_WORKER_TEST_PACE_PER_STORE_MICROS";
+
+/// A report worker in a process of its own, with the settings of `db` and `broker`: the real binary, or
+/// with a pause after each store (so a report lasts long enough to be killed or stopped in the middle),
+/// this test binary running [`paced_worker_process`] alone.
 fn spawn_binary(db: &TestDb, broker: &TestBroker, delay_per_store_micros: u64) -> Child {
     let amqp = &broker.amqp;
-    Command::new(env!("CARGO_BIN_EXE_report-worker"))
-        .arg("run")
+    let mut command = if delay_per_store_micros == 0 {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_report-worker"));
+        command.arg("run");
+        command
+    } else {
+        let mut command = Command::new(std::env::current_exe().expect("the test binary's path"));
+        let test = format!("{}paced_worker_process", module_prefix());
+        command.args([test.as_str(), "--exact", "--ignored", "--nocapture", "--test-threads=1"]);
+        command.env(PACED_WORKER_VAR, delay_per_store_micros.to_string());
+        command
+    };
+    command
         .env("APP_CONFIG_DIR", "/nonexistent")
         .env("DATABASE_URL", &db.url)
         .env("AMQP_URL", &amqp.url)
@@ -184,13 +201,36 @@ fn spawn_binary(db: &TestDb, broker: &TestBroker, delay_per_store_micros: u64) -
         .env("APP__AMQP__QUEUE", &amqp.queue)
         .env("APP__AMQP__DEAD_LETTER_EXCHANGE", &amqp.dead_letter_exchange)
         .env("APP__AMQP__DEAD_LETTER_QUEUE", &amqp.dead_letter_queue)
-        .env("APP__WORKER__DEBUG_DELAY_PER_STORE_MICROS", delay_per_store_micros.to_string())
         .env("APP__WORKER__PROGRESS_INTERVAL_MS", "50")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start report-worker")
+}
+
+/// The test-name prefix of this module (`""` at the root of the test binary).
+fn module_prefix() -> String {
+    module_path!().split_once("::").map_or_else(String::new, |(_, rest)| format!("{rest}::"))
+}
+
+/// Not a test of its own: the body of the paced worker process [`spawn_binary`] starts. It runs the real
+/// consumer, stopping on SIGTERM like the binary, with a pause after each store.
+#[test]
+#[ignore = "the body of a worker process that other tests start"]
+fn paced_worker_process() {
+    let pace: u64 = std::env::var(PACED_WORKER_VAR).expect("started by spawn_binary").parse().expect("µs");
+    env_logger::init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let settings: Settings = shared_model::settings::load().expect("settings");
+        let pool = consumer::open_database(&settings).await.expect("database");
+        let handler = JobHandler::new(pool.clone(), settings.worker.clone(), settings.amqp.delivery_limit)
+            .observed_by(PacePerStore(Duration::from_micros(pace)));
+        consumer::consume(&settings, Arc::new(handler), pool, shared_model::shutdown::signalled())
+            .await
+            .expect("the worker runs until stopped");
+    });
 }
 
 fn send_sigterm(child: &Child) {

@@ -11,10 +11,10 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use report_worker::job::{Disposition, JobDelivery, JobHandler, Outcome};
 use report_worker::settings::WorkerSettings;
-use shared_model::input::{HoursRow, Poll};
 use shared_model::models::reports::{self, ReportStatus as Status};
 use shared_model::models::reports::{FinishedReport, Stored, store_complete};
 use shared_model::schema::report_chunks;
+use uptime_core::input::{HoursRow, Poll};
 
 const DELIVERY_LIMIT: u32 = 3;
 
@@ -79,7 +79,7 @@ fn an_empty_database_gives_the_header_alone() {
     let report_id = create_report(&mut conn);
     let outcome = deliver(&handler(&db, WorkerSettings::default()), &report_id);
     assert!(matches!(outcome, Outcome::Completed { stores: 0, .. }), "{outcome:?}");
-    assert_eq!(stored_csv(&db, &report_id), format!("{}\n", report_worker::engine::HEADER).into_bytes());
+    assert_eq!(stored_csv(&db, &report_id), format!("{}\n", uptime_core::engine::HEADER).into_bytes());
     assert_eq!(report_row(&mut conn, &report_id).as_of, None);
 }
 
@@ -117,9 +117,8 @@ fn progress_is_written_while_the_report_is_computed() {
     let now = 1_700_000_000_000_000;
     let data = generate(&mut conn, 120, 20, now);
     let report_id = create_report(&mut conn);
-    let settings =
-        WorkerSettings { progress_interval_ms: 20, debug_delay_per_store_micros: 10_000, ..WorkerSettings::default() };
-    let handler = Arc::new(handler(&db, settings));
+    let settings = WorkerSettings { progress_interval_ms: 20, ..WorkerSettings::default() };
+    let handler = Arc::new(handler(&db, settings).observed_by(PacePerStore(Duration::from_millis(20))));
 
     let job = {
         let (handler, report_id) = (Arc::clone(&handler), report_id.clone());
@@ -369,7 +368,7 @@ fn a_report_of_a_million_stores_is_stored_in_pieces_under_the_packet_limit() {
     let db = TestDb::new();
     let mut conn = db.conn();
     let report_id = create_report(&mut conn);
-    let mut csv = format!("{}\n", report_worker::engine::HEADER).into_bytes();
+    let mut csv = format!("{}\n", uptime_core::engine::HEADER).into_bytes();
     for i in 0..1_000_000 {
         csv.extend_from_slice(format!("{:036},60.00,24.00,168.00,0.00,0.00,0.00\n", i).as_bytes());
     }

@@ -1,10 +1,13 @@
-//! What the three services share: the input readers (pure), domain types, and — for the services —
-//! the diesel schema and models, the connection pool and migrations, settings and queue messages.
+//! What the three services share: the diesel schema and one model file per table (the only place a table,
+//! column or status is spelled), the connection pool and migrations, settings, the job message, and —
+//! with the `queue` feature, for the gateway and the report workers — the RabbitMQ topology.
 
 pub mod db;
-pub mod input;
 pub mod messages;
 pub mod models;
+#[cfg(feature = "queue")]
 pub mod queue;
 pub mod schema;
 pub mod settings;
+#[cfg(feature = "shutdown")]
+pub mod shutdown;

@@ -6,19 +6,19 @@ pub mod broker;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicUsize;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::mysql::MysqlConnection;
 use diesel::prelude::*;
-use report_worker::engine::{self, Inputs};
 use shared_model::db::{self, DbPool};
-use shared_model::input::{self, DataFiles, HoursRow, Poll, StoreIds};
 use shared_model::schema::{
     business_hours, current_snapshots, loads, polls, reports, snapshots, store_timezones, stores,
 };
 use shared_model::settings::DatabaseSettings;
+use uptime_core::engine::{self, Inputs, NoProgress};
+use uptime_core::input::{self, DataFiles, HoursRow, Poll, StoreIds};
+use uptime_core::time::HOUR;
 
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -211,6 +211,17 @@ pub struct Data {
     pub zones: Vec<(u32, String)>,
 }
 
+/// Slows a report down by a pause after each store, so a test can watch its progress or stop its
+/// worker in the middle of it.
+#[derive(Debug, Clone, Copy)]
+pub struct PacePerStore(pub std::time::Duration);
+
+impl uptime_core::engine::Progress for PacePerStore {
+    fn store_done(&self) {
+        std::thread::sleep(self.0);
+    }
+}
+
 impl Data {
     /// The report the engine gives for this data, as the CLI would write it.
     pub fn expected_csv(&self) -> Vec<u8> {
@@ -218,14 +229,10 @@ impl Data {
         polls.sort_by_key(|p| (p.store, p.at));
         let zones: HashMap<u32, chrono_tz::Tz> =
             self.zones.iter().filter_map(|(k, name)| name.parse().ok().map(|tz| (*k, tz))).collect();
-        let rows = match engine::latest_poll(&polls) {
-            Some(now) => {
-                engine::compute(Inputs { polls: &polls, hours: &self.hours, zones: &zones }, now, &AtomicUsize::new(0))
-            }
-            None => Vec::new(),
-        };
         let mut out = Vec::new();
-        engine::write_report(&mut out, &rows, |k| self.ids[&k].as_str()).expect("write to memory");
+        engine::report(Inputs { polls: &polls, hours: &self.hours, zones: &zones }, &NoProgress)
+            .write_csv(&mut out, |k| self.ids[&k].as_str())
+            .expect("write to memory");
         out
     }
 
@@ -298,7 +305,7 @@ pub fn generate(conn: &mut MysqlConnection, stores: usize, polls_per_store: usiz
         }
         if i % 2 == 0 {
             for weekday in 0..7u8 {
-                data.hours.push(HoursRow { store: key, weekday, start: 9 * engine::HOUR, end: 21 * engine::HOUR });
+                data.hours.push(HoursRow { store: key, weekday, start: 9 * HOUR, end: 21 * HOUR });
             }
         }
         if i % 3 == 0 {

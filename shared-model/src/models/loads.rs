@@ -2,10 +2,14 @@
 //! file (SPEC §4). A load starts as `running` and ends as `loaded`, `unchanged` or `failed`; a record left
 //! `running` by a worker that died is marked `failed` by the next worker that takes the ingest lock.
 
+use std::collections::BTreeMap;
+
 use chrono::NaiveDateTime;
 use diesel::mysql::MysqlConnection;
 use diesel::prelude::*;
 use diesel::sql_types::Unsigned;
+
+use uptime_core::input::FileSummary;
 
 use crate::schema::loads;
 
@@ -85,6 +89,28 @@ pub struct LoadEnd {
     pub sample_rejections: Option<String>,
     pub notes: Option<String>,
     pub error: Option<String>,
+}
+
+impl LoadEnd {
+    /// The reader's account of the file: rows read and rejected, and the JSON columns — rejections by
+    /// reason (`{"bad_status": 2}`), the sample rejected lines (`[{"line", "reason", "value"}]`) and the
+    /// notes (`{"duplicate polls (the later row won)": 1}`).
+    pub fn with_summary(self, summary: &FileSummary) -> Self {
+        let by_reason: BTreeMap<&str, u64> = summary.rejected.iter().map(|(r, n)| (r.as_str(), *n)).collect();
+        let samples: Vec<serde_json::Value> = summary
+            .samples
+            .iter()
+            .map(|s| serde_json::json!({"line": s.line, "reason": s.reason.as_str(), "value": s.value}))
+            .collect();
+        Self {
+            rows_read: summary.rows_read,
+            rows_rejected: summary.rejected_total(),
+            rejected_by_reason: serde_json::to_string(&by_reason).ok(),
+            sample_rejections: serde_json::to_string(&samples).ok(),
+            notes: serde_json::to_string(&summary.notes).ok(),
+            ..self
+        }
+    }
 }
 
 /// The longest file name the column holds; longer names are cut (they only label the record).

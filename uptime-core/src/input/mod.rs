@@ -20,13 +20,12 @@ pub const SAMPLE_LIMIT: usize = 20;
 /// The longest store id the spec allows, in bytes.
 pub const MAX_STORE_ID_BYTES: usize = 64;
 /// A poll stamped later than this after the moment it is loaded is rejected (SPEC §1).
-pub const FUTURE_TOLERANCE_MICROS: i64 = 3_600 * parse::MICROS_PER_SECOND;
+pub const FUTURE_TOLERANCE_MICROS: i64 = 3_600 * crate::time::MICROS_PER_SECOND;
 /// The zone of a store without a (known) zone.
 pub const DEFAULT_ZONE: chrono_tz::Tz = chrono_tz::America::Chicago;
 
 /// Which of the three inputs a file is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FileKind {
     Polls,
     Hours,
@@ -53,8 +52,7 @@ impl FileKind {
 }
 
 /// Why a row was not loaded. The string forms are stable: they are stored in load records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RejectReason {
     /// The row has fewer fields than the header, or is not valid UTF-8 / CSV.
     MalformedRow,
@@ -92,7 +90,7 @@ impl fmt::Display for RejectReason {
 }
 
 /// One rejected row, kept as an example.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RejectedRow {
     /// 1-based line number in the file (the header is line 1).
     pub line: u64,
@@ -102,7 +100,7 @@ pub struct RejectedRow {
 }
 
 /// The account of one file: every data row is either accepted or rejected for a counted reason.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FileSummary {
     pub file: String,
     pub rows_read: u64,
@@ -180,20 +178,44 @@ impl fmt::Display for FileSummary {
 }
 
 /// A file that cannot be loaded at all. The message names the file and the problem, for one log line.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum InputError {
-    #[error("{}: no such folder", .0.display())]
     NoFolder(PathBuf),
-    #[error("{}: no polls file (expected store_status.csv)", .0.display())]
     NoPollsFile(PathBuf),
-    #[error("{}: {} files match, keep one: {}", .folder.display(), .kind.as_str(), .names.join(", "))]
     Ambiguous { folder: PathBuf, kind: FileKind, names: Vec<String> },
-    #[error("{}: cannot read: {source}", .file.display())]
     Unreadable { file: PathBuf, source: std::io::Error },
-    #[error("{}: missing required column {column:?} (header: {header})", .file.display())]
     MissingColumn { file: PathBuf, column: String, header: String },
-    #[error("{}: the header row is not valid CSV/UTF-8: {problem}", .file.display())]
     BadHeader { file: PathBuf, problem: String },
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InputError::NoFolder(folder) => write!(f, "{}: no such folder", folder.display()),
+            InputError::NoPollsFile(folder) => {
+                write!(f, "{}: no polls file (expected store_status.csv)", folder.display())
+            }
+            InputError::Ambiguous { folder, kind, names } => {
+                write!(f, "{}: {} files match, keep one: {}", folder.display(), kind.as_str(), names.join(", "))
+            }
+            InputError::Unreadable { file, source } => write!(f, "{}: cannot read: {source}", file.display()),
+            InputError::MissingColumn { file, column, header } => {
+                write!(f, "{}: missing required column {column:?} (header: {header})", file.display())
+            }
+            InputError::BadHeader { file, problem } => {
+                write!(f, "{}: the header row is not valid CSV/UTF-8: {problem}", file.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for InputError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            InputError::Unreadable { source, .. } => Some(source),
+            _ => None,
+        }
+    }
 }
 
 /// The input files found in a data folder.
@@ -332,6 +354,53 @@ pub struct HoursFile {
 pub struct ZonesFile {
     pub rows: Vec<ZoneRow>,
     pub summary: FileSummary,
+}
+
+/// The three files of a data folder, read: what the offline report and the benchmarks compute from.
+#[derive(Debug, Default)]
+pub struct FolderData {
+    pub stores: StoreIds,
+    pub polls: Vec<Poll>,
+    pub hours: Vec<HoursRow>,
+    /// Known zones only; a store not in the map is in America/Chicago.
+    pub zones: HashMap<u32, chrono_tz::Tz>,
+    /// One per file read, polls first.
+    pub summaries: Vec<FileSummary>,
+    /// A sentence per missing optional file.
+    pub warnings: Vec<String>,
+}
+
+/// Finds and reads the three files of `folder`. `loaded_at` is the moment of loading (for the
+/// future-poll rule). A missing hours or zones file is a warning, not an error (SPEC §1).
+pub fn read_folder(folder: &Path, loaded_at: i64) -> Result<FolderData, InputError> {
+    let files = DataFiles::find(folder)?;
+    let mut stores = StoreIds::new();
+    let polls = read_polls(&files.polls, &mut stores, loaded_at)?;
+    let mut summaries = vec![polls.summary];
+    let mut warnings = Vec::new();
+    let hours = match &files.hours {
+        Some(path) => {
+            let file = read_hours(path, &mut stores)?;
+            summaries.push(file.summary);
+            file.rows
+        }
+        None => {
+            warnings.push(format!("{}: no business hours file: every store is open all the time", folder.display()));
+            Vec::new()
+        }
+    };
+    let zones = match &files.zones {
+        Some(path) => {
+            let file = read_zones(path, &mut stores)?;
+            summaries.push(file.summary);
+            file.rows.into_iter().filter_map(|r| r.zone.map(|tz| (r.store, tz))).collect()
+        }
+        None => {
+            warnings.push(format!("{}: no time zone file: every store is in America/Chicago", folder.display()));
+            HashMap::new()
+        }
+    };
+    Ok(FolderData { stores, polls: polls.polls, hours, zones, summaries, warnings })
 }
 
 /// Locates the required columns in a header row (names trimmed, BOM removed, any order).

@@ -4,10 +4,10 @@
 
 use chrono::NaiveDate;
 
-pub const MICROS_PER_SECOND: i64 = 1_000_000;
-pub const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
+use crate::time::{DAY, MICROS_PER_SECOND};
+
 /// End-of-day as a time of day: `24:00`.
-pub const END_OF_DAY: i64 = MICROS_PER_DAY;
+pub const END_OF_DAY: i64 = DAY;
 /// An end time at or after this is the end of the day (the real data writes `23:59:00` and `23:59:59`).
 const END_OF_DAY_FROM: i64 = (23 * 3600 + 59 * 60) * MICROS_PER_SECOND;
 
@@ -86,7 +86,7 @@ pub fn timestamp_utc(field: &[u8]) -> Option<i64> {
         _ => return None,
     };
     let days = i64::from(date.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1)?).num_days() as i32);
-    Some(days * MICROS_PER_DAY + time - offset_secs * MICROS_PER_SECOND)
+    Some(days * DAY + time - offset_secs * MICROS_PER_SECOND)
 }
 
 /// `HH:MM[:SS[.f…]]` from `00:00` to `24:00` → microseconds since local midnight.
@@ -125,12 +125,6 @@ pub fn status(field: &[u8]) -> Option<bool> {
     } else {
         None
     }
-}
-
-/// Formats microseconds since the epoch as `YYYY-MM-DD HH:MM:SS.ffffff` (UTC), for messages and the CLI.
-pub fn format_micros(micros: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .map_or_else(|| format!("{micros} µs"), |t| t.format("%Y-%m-%d %H:%M:%S%.6f UTC").to_string())
 }
 
 #[cfg(test)]

@@ -9,22 +9,16 @@ mod zone;
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::input::{DEFAULT_ZONE, HoursRow, Poll};
+use crate::time::{DAY, HOUR, MICROS_PER_SECOND, Micros, WEEK};
 use chrono_tz::Tz;
-use shared_model::input::{DEFAULT_ZONE, HoursRow, Poll};
 
 pub use zone::ZoneTimeline;
 
-/// Microseconds since the Unix epoch (instants) or a length in microseconds.
-pub type Micros = i64;
 /// A length in half-microseconds: exact for spans that end at the midpoint of two observations.
 pub type HalfMicros = i64;
 
-pub const MICROS_PER_SECOND: Micros = 1_000_000;
-pub const HOUR: Micros = 3_600 * MICROS_PER_SECOND;
-pub const DAY: Micros = 24 * HOUR;
-pub const WEEK: Micros = 7 * DAY;
 /// Polls older than this before `now` play no part (SPEC §2, lookback range).
 pub const LOOKBACK: Micros = 8 * DAY;
 /// The three windows, in the report's column order.
@@ -53,15 +47,54 @@ pub struct StoreUptime {
     pub downtime: [HalfMicros; 3],
 }
 
+/// Watches a report being computed: told how many stores it will have, then once per finished store.
+/// The engine calls it from several threads at once.
+pub trait Progress: Sync {
+    fn started(&self, _stores_total: usize) {}
+    fn store_done(&self) {}
+}
+
+/// The observer that watches nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// A computed report: its `now` (`None` when there was no poll at all, and then no row) and one row per
+/// store with a poll in the lookback range, in store-key order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Report {
+    pub now: Option<Micros>,
+    pub rows: Vec<StoreUptime>,
+}
+
+/// SPEC §2 over a whole data set: `now` is the latest poll, then every store is computed.
+pub fn report(inputs: Inputs<'_>, progress: &dyn Progress) -> Report {
+    match latest_poll(inputs.polls) {
+        Some(now) => Report { now: Some(now), rows: compute(inputs, now, progress) },
+        None => {
+            progress.started(0);
+            Report::default()
+        }
+    }
+}
+
+impl Report {
+    /// Writes the report CSV: the header, then one line per store sorted by store id (byte order).
+    pub fn write_csv<'a, W: Write>(&self, out: &mut W, store_id: impl Fn(u32) -> &'a str) -> io::Result<()> {
+        write_rows(out, &self.rows, store_id)
+    }
+}
+
 /// `now` of SPEC §2: the latest poll of all stores.
 pub fn latest_poll(polls: &[Poll]) -> Option<Micros> {
     polls.iter().map(|p| p.at).max()
 }
 
-/// Computes every store with a poll in the lookback range, in store-key order. `stores_done` counts the
-/// stores finished so far, for a progress display; the total is [`stores_in_report`].
-pub fn compute(inputs: Inputs<'_>, now: Micros, stores_done: &AtomicUsize) -> Vec<StoreUptime> {
+/// Computes every store with a poll in the lookback range at a given `now`, in store-key order.
+pub fn compute(inputs: Inputs<'_>, now: Micros, progress: &dyn Progress) -> Vec<StoreUptime> {
     let groups = store_groups(inputs.polls, now);
+    progress.started(groups.len());
     let hours = hours_by_store(inputs.hours);
     let timelines = timelines(inputs.zones, now);
     let chicago = &timelines[&DEFAULT_ZONE];
@@ -70,7 +103,7 @@ pub fn compute(inputs: Inputs<'_>, now: Micros, stores_done: &AtomicUsize) -> Ve
         let timeline = inputs.zones.get(&store).map_or(chicago, |tz| &timelines[tz]);
         let rows = hours.get(&store).map_or(&[][..], Vec::as_slice);
         let result = store_uptime(store, polls, rows, timeline, now);
-        stores_done.fetch_add(1, Ordering::Relaxed);
+        progress.store_done();
         result
     };
     // Two halves by poll count, one per core: the work per store is proportional to its polls.
@@ -102,11 +135,6 @@ pub fn compute(inputs: Inputs<'_>, now: Micros, stores_done: &AtomicUsize) -> Ve
             parts.iter().map(|part| scope.spawn(move || part.iter().map(one_store).collect::<Vec<_>>())).collect();
         handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
     })
-}
-
-/// How many stores the report will have: those with a poll in the lookback range.
-pub fn stores_in_report(polls: &[Poll], now: Micros) -> usize {
-    store_groups(polls, now).len()
 }
 
 /// Each store's polls within the lookback range `[now − 8 d, now]`.
@@ -253,12 +281,7 @@ fn two_decimals(length: HalfMicros, unit: Micros) -> String {
     format!("{}.{:02}", hundredths / 100, hundredths % 100)
 }
 
-/// Writes the report CSV: the header, then one line per store sorted by store id (byte order).
-pub fn write_report<'a, W: Write>(
-    out: &mut W,
-    rows: &[StoreUptime],
-    store_id: impl Fn(u32) -> &'a str,
-) -> io::Result<()> {
+fn write_rows<'a, W: Write>(out: &mut W, rows: &[StoreUptime], store_id: impl Fn(u32) -> &'a str) -> io::Result<()> {
     let mut sorted: Vec<(&str, &StoreUptime)> = rows.iter().map(|r| (store_id(r.store), r)).collect();
     sorted.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     writeln!(out, "{HEADER}")?;

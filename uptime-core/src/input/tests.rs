@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::*;
 
-const FAR_FUTURE: i64 = 4_000_000_000 * parse::MICROS_PER_SECOND;
+const FAR_FUTURE: i64 = 4_000_000_000 * crate::time::MICROS_PER_SECOND;
 
 fn polls(text: &str) -> PollsFile {
     read_polls_bytes(Path::new("store_status.csv"), text.as_bytes(), &mut StoreIds::new(), FAR_FUTURE).expect("reads")
@@ -16,7 +16,7 @@ fn header_is_found_by_name_with_bom_spaces_quotes_and_extra_columns() {
         "\u{feff} status , \"extra\",store_id ,timestamp_utc\r\n active ,x,\"s,1\", 2024-01-01 00:00:00 UTC \r\n",
     );
     assert_eq!(file.summary.accepted, 1, "{}", file.summary);
-    assert_eq!(file.polls[0].at, 1_704_067_200 * parse::MICROS_PER_SECOND);
+    assert_eq!(file.polls[0].at, 1_704_067_200 * crate::time::MICROS_PER_SECOND);
     assert!(file.polls[0].active);
 }
 

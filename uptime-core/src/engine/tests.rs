@@ -2,12 +2,11 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::AtomicUsize;
 
+use crate::input::{self, HoursRow, Poll, StoreIds};
 use chrono::{DateTime, LocalResult, TimeZone};
 use chrono_tz::Tz;
 use proptest::prelude::*;
-use shared_model::input::{self, HoursRow, Poll, StoreIds};
 
 use super::*;
 
@@ -34,12 +33,9 @@ fn report(polls: &str, hours: &str, zones: &str) -> String {
             .collect()
     };
     let mut out = Vec::new();
-    if let Some(now) = latest_poll(&polls.polls) {
-        let rows = compute(Inputs { polls: &polls.polls, hours: &hours, zones: &zones }, now, &AtomicUsize::new(0));
-        write_report(&mut out, &rows, |k| stores.id(k)).expect("write to memory");
-    } else {
-        write_report(&mut out, &[], |k| stores.id(k)).expect("write to memory");
-    }
+    super::report(Inputs { polls: &polls.polls, hours: &hours, zones: &zones }, &NoProgress)
+        .write_csv(&mut out, |k| stores.id(k))
+        .expect("write to memory");
     String::from_utf8(out).expect("utf-8")
 }
 
@@ -77,7 +73,7 @@ fn worked_example_is_exact_to_the_microsecond() {
     let hours = [HoursRow { store: 0, weekday: 0, start: 9 * HOUR, end: 12 * HOUR }];
     let zones = HashMap::from([(0, chrono_tz::America::New_York)]);
     let now = 1_674_496_800 * MICROS_PER_SECOND; // 18:00 UTC, after closing
-    let rows = compute(Inputs { polls: &polls, hours: &hours, zones: &zones }, now, &AtomicUsize::new(0));
+    let rows = compute(Inputs { polls: &polls, hours: &hours, zones: &zones }, now, &NoProgress);
     let up = 2 * (HOUR + 44 * 60 * MICROS_PER_SECOND + 30 * MICROS_PER_SECOND);
     let down = 2 * (HOUR + 15 * 60 * MICROS_PER_SECOND + 30 * MICROS_PER_SECOND);
     assert_eq!(rows[0].uptime, [0, up, up]);
@@ -89,7 +85,7 @@ fn midpoint_on_half_a_microsecond_is_kept_exactly() {
     // Two polls one microsecond apart: the boundary is at half a microsecond.
     let now = 1_700_000_000 * MICROS_PER_SECOND;
     let polls = [Poll { store: 0, at: now - 1, active: true }, Poll { store: 0, at: now, active: false }];
-    let rows = compute(Inputs { polls: &polls, hours: &[], zones: &HashMap::new() }, now, &AtomicUsize::new(0));
+    let rows = compute(Inputs { polls: &polls, hours: &[], zones: &HashMap::new() }, now, &NoProgress);
     assert_eq!(rows[0].downtime, [1, 1, 1], "half a microsecond of downtime");
     assert_eq!(rows[0].uptime, [2 * HOUR - 1, 2 * DAY - 1, 2 * WEEK - 1]);
 }
@@ -450,7 +446,7 @@ proptest! {
     fn engine_equals_brute_force_sampler((now, zone, rows, polls) in case_strategy()) {
         let tz = PROPERTY_ZONES[zone];
         let zones = HashMap::from([(0, tz)]);
-        let rows_out = compute(Inputs { polls: &polls, hours: &rows, zones: &zones }, now, &AtomicUsize::new(0));
+        let rows_out = compute(Inputs { polls: &polls, hours: &rows, zones: &zones }, now, &NoProgress);
         prop_assert_eq!(rows_out.len(), 1);
         let expected = brute_force(&polls, &rows, tz, now);
         prop_assert_eq!(rows_out[0], expected);
@@ -460,7 +456,7 @@ proptest! {
     fn uptime_plus_downtime_is_business_time((now, zone, rows, polls) in case_strategy()) {
         let tz = PROPERTY_ZONES[zone];
         let zones = HashMap::from([(0, tz)]);
-        let got = compute(Inputs { polls: &polls, hours: &rows, zones: &zones }, now, &AtomicUsize::new(0));
+        let got = compute(Inputs { polls: &polls, hours: &rows, zones: &zones }, now, &NoProgress);
         for (i, window) in WINDOWS.iter().enumerate() {
             prop_assert_eq!(got[0].uptime[i] + got[0].downtime[i], business_time(&rows, tz, now, *window));
         }

@@ -1,45 +1,45 @@
 //! Engine and CLI figures on a data folder (default: the bundled sample; for the real-shaped full set,
 //! see README "Benchmarks"):
 //!
-//!     cargo bench -p report-worker --bench engine -- /path/to/folder
+//!     cargo bench -p uptime-core --bench engine -- /path/to/folder
 //!
 //! Prints the time to read the files, to compute (best and median of several runs), and to write the CSV.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
-use report_worker::cli::load_folder;
-use report_worker::engine::{self, Inputs};
+use uptime_core::engine::{self, Inputs, NoProgress, Report};
+use uptime_core::input::read_folder;
 
 const RUNS: usize = 15;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let folder = std::env::args()
         .skip(1)
         .find(|a| !a.starts_with("--"))
         .map_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/sample")), PathBuf::from);
-    let loaded_at = chrono::Utc::now().timestamp_micros();
+    let loaded_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as i64;
 
     let started = Instant::now();
-    let data = load_folder(&folder, loaded_at)?;
+    let data = read_folder(&folder, loaded_at)?;
     let load = started.elapsed();
-    let now =
-        engine::latest_poll(&data.polls).ok_or_else(|| anyhow::anyhow!("no valid poll in {}", folder.display()))?;
+    let now = engine::latest_poll(&data.polls).ok_or_else(|| format!("no valid poll in {}", folder.display()))?;
     let inputs = Inputs { polls: &data.polls, hours: &data.hours, zones: &data.zones };
 
     let mut times: Vec<Duration> = Vec::with_capacity(RUNS);
     let mut rows = Vec::new();
     for _ in 0..RUNS {
         let started = Instant::now();
-        rows = engine::compute(inputs, now, &AtomicUsize::new(0));
+        rows = engine::compute(inputs, now, &NoProgress);
         times.push(started.elapsed());
     }
     times.sort();
 
     let started = Instant::now();
     let mut csv = Vec::with_capacity(rows.len() * 64);
-    engine::write_report(&mut csv, &rows, |k| data.stores.id(k))?;
+    let report = Report { now: Some(now), rows };
+    report.write_csv(&mut csv, |k| data.stores.id(k))?;
+    let rows = report.rows;
     let write = started.elapsed();
 
     println!("data:            {}", folder.display());
