@@ -28,10 +28,11 @@ use log::info;
 use shared_model::db;
 use shared_model::input::{Poll, read_polls_bytes};
 use shared_model::models::loads::{self, Load, LoadEnd, LoadStatus};
+use shared_model::models::polls::{UPSERT_ON_DUPLICATE, UPSERT_PREFIX};
 
 use crate::digest::FileDigest;
 use crate::error::FileError;
-use crate::load::{Ctx, Done, loaded_end};
+use crate::record::{LoadRun, LoadedFile, end_loaded};
 use crate::sql::{StatementBuilder, push_datetime, push_u64};
 
 /// Connections writing one large load at once: the server's work is CPU-bound, one core per connection.
@@ -45,22 +46,17 @@ const PARALLEL_FROM_ROWS: usize = 100_000;
 const STATEMENT_BYTES: usize = 1 << 20;
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
-const UPSERT_PREFIX: &str = "INSERT INTO polls (store_key, polled_at, active, load_id) VALUES ";
-/// MySQL assigns left to right: `load_id` is decided while `active` still holds the old status.
-const UPSERT_SUFFIX: &str = " ON DUPLICATE KEY UPDATE \
-    load_id = IF(active = VALUES(active), load_id, VALUES(load_id)), active = VALUES(active)";
-
 pub(crate) fn load(
-    ctx: &mut Ctx<'_>,
+    run: &mut LoadRun<'_>,
     path: &Path,
     bytes: &[u8],
     digest: &FileDigest,
     previous: Option<&Load>,
     load_id: u64,
-) -> Result<Done, FileError> {
-    let loaded_at = ctx.loaded_at.timestamp_micros();
-    let url = ctx.settings.database.url.clone();
-    let (conn, stores) = ctx.conn_and_stores()?;
+) -> Result<LoadedFile, FileError> {
+    let loaded_at = run.loaded_at.timestamp_micros();
+    let url = run.settings.database.url.clone();
+    let (conn, stores) = run.conn_and_stores()?;
     let parse_started = Instant::now();
     let appended = appended_part(bytes, digest, previous);
     let mut file = match appended {
@@ -99,9 +95,9 @@ pub(crate) fn load(
         polls.sort_unstable_by_key(|p| (p.store, p.at));
     }
 
-    let end = loaded_end(digest, &file.summary, polls.len() as u64);
+    let end = end_loaded(digest, &file.summary, polls.len() as u64);
     write(conn, &url, &polls, load_id, &end)?;
-    Ok(Done { status: LoadStatus::Loaded, end, summary: Some(file.summary) })
+    Ok(LoadedFile { status: LoadStatus::Loaded, end, summary: Some(file.summary) })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,7 +214,7 @@ fn upsert(
     progress: &Progress,
     give_up: &AtomicBool,
 ) -> Result<(), FileError> {
-    let mut statement = StatementBuilder::new(UPSERT_PREFIX, UPSERT_SUFFIX, statement_bytes);
+    let mut statement = StatementBuilder::new(UPSERT_PREFIX, UPSERT_ON_DUPLICATE, statement_bytes);
     let mut rows_in_statement = 0u64;
     for p in polls {
         let sql = statement.begin_row();
