@@ -180,13 +180,9 @@ fn write_in_parallel(
 ) -> Result<(), FileError> {
     // Split in key order: the parts touch disjoint key ranges. A duplicate key takes a record lock only
     // (no gap lock on the primary key), so the transactions never wait for each other.
-    let part = polls.len().div_ceil(WRITERS);
-    let mut parts = polls.chunks(part);
+    let mut parts = polls.chunks(polls.len().div_ceil(WRITERS));
     let own_part = parts.next().unwrap_or_default();
-    let mut helpers = Vec::new();
-    for rows in parts {
-        helpers.push((db::connect(url)?, rows));
-    }
+    let helpers: Vec<_> = parts.map(|rows| Ok((db::connect(url)?, rows))).collect::<Result<_, FileError>>()?;
     std::thread::scope(|scope| {
         let running: Vec<_> = helpers
             .into_iter()
