@@ -17,6 +17,7 @@ pub mod digest;
 mod error;
 pub mod load;
 mod polls;
+mod record;
 pub mod scheduler;
 pub mod settings;
 mod snapshot;

@@ -27,11 +27,12 @@ use diesel::{Connection as _, QueryableByName, RunQueryDsl, sql_query};
 use log::info;
 use shared_model::db;
 use shared_model::models::loads::{self, Load, LoadEnd, LoadStatus};
+use shared_model::models::polls::{UPSERT_ON_DUPLICATE, UPSERT_PREFIX};
 use uptime_core::input::{Poll, read_polls_bytes};
 
 use crate::digest::FileDigest;
 use crate::error::FileError;
-use crate::load::{Ctx, Done, loaded_end};
+use crate::record::{LoadRun, LoadedFile, end_loaded};
 use crate::sql::{StatementBuilder, push_datetime, push_u64};
 
 /// Connections writing one large load at once: the server's work is CPU-bound, one core per connection.
@@ -45,22 +46,17 @@ const PARALLEL_FROM_ROWS: usize = 100_000;
 const STATEMENT_BYTES: usize = 1 << 20;
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
-const UPSERT_PREFIX: &str = "INSERT INTO polls (store_key, polled_at, active, load_id) VALUES ";
-/// MySQL assigns left to right: `load_id` is decided while `active` still holds the old status.
-const UPSERT_SUFFIX: &str = " ON DUPLICATE KEY UPDATE \
-    load_id = IF(active = VALUES(active), load_id, VALUES(load_id)), active = VALUES(active)";
-
 pub(crate) fn load(
-    ctx: &mut Ctx<'_>,
+    run: &mut LoadRun<'_>,
     path: &Path,
     bytes: &[u8],
     digest: &FileDigest,
     previous: Option<&Load>,
     load_id: u64,
-) -> Result<Done, FileError> {
-    let loaded_at = ctx.loaded_at.timestamp_micros();
-    let url = ctx.settings.database.url.clone();
-    let (conn, stores) = ctx.conn_and_stores()?;
+) -> Result<LoadedFile, FileError> {
+    let loaded_at = run.loaded_at.timestamp_micros();
+    let url = run.settings.database.url.clone();
+    let (conn, stores) = run.conn_and_stores()?;
     let parse_started = Instant::now();
     let appended = appended_part(bytes, digest, previous);
     let mut file = match appended {
@@ -99,9 +95,9 @@ pub(crate) fn load(
         polls.sort_unstable_by_key(|p| (p.store, p.at));
     }
 
-    let end = loaded_end(digest, &file.summary, polls.len() as u64);
+    let end = end_loaded(digest, &file.summary, polls.len() as u64);
     write(conn, &url, &polls, load_id, &end)?;
-    Ok(Done { status: LoadStatus::Loaded, end, summary: Some(file.summary) })
+    Ok(LoadedFile { status: LoadStatus::Loaded, end, summary: Some(file.summary) })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,72 +128,78 @@ fn appended_part(bytes: &[u8], digest: &FileDigest, previous: Option<&Load>) -> 
     Some(AppendedPart { header_end, from })
 }
 
+/// Upserts `polls` (sorted by key) and writes the load record, all or nothing.
+fn write(conn: &mut MysqlConnection, url: &str, polls: &[Poll], load_id: u64, end: &LoadEnd) -> Result<(), FileError> {
+    let upsert = Upsert {
+        load_id,
+        statement_bytes: statement_bytes(conn)?,
+        progress: Progress::new(load_id, polls.len() as u64),
+        give_up: AtomicBool::new(false),
+    };
+    if polls.len() < PARALLEL_FROM_ROWS {
+        write_on_one_connection(conn, polls, &upsert, end)?;
+    } else {
+        write_in_parallel(conn, url, polls, &upsert, end)?;
+    }
+    upsert.progress.finished();
+    Ok(())
+}
+
 #[derive(QueryableByName)]
 struct PacketLimit {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     bytes: i64,
 }
 
-/// Upserts `polls` (sorted by key) and writes the load record, all or nothing.
-fn write(conn: &mut MysqlConnection, url: &str, polls: &[Poll], load_id: u64, end: &LoadEnd) -> Result<(), FileError> {
+/// [`STATEMENT_BYTES`], or half the server's packet limit if that is less.
+fn statement_bytes(conn: &mut MysqlConnection) -> Result<usize, FileError> {
     let packet: PacketLimit = sql_query("SELECT CAST(@@max_allowed_packet AS SIGNED) AS bytes").get_result(conn)?;
-    let statement_bytes = STATEMENT_BYTES.min(usize::try_from(packet.bytes / 2).unwrap_or(STATEMENT_BYTES)).max(4096);
-    let progress = Progress::new(load_id, polls.len() as u64);
+    Ok(STATEMENT_BYTES.min(usize::try_from(packet.bytes / 2).unwrap_or(STATEMENT_BYTES)).max(4096))
+}
 
-    if polls.len() < PARALLEL_FROM_ROWS {
-        conn.transaction::<_, FileError, _>(|conn| {
-            upsert(conn, polls, load_id, statement_bytes, &progress, &AtomicBool::new(false))?;
-            loads::finish(conn, load_id, end)?;
-            Ok(())
-        })?;
-        progress.finished();
-        return Ok(());
-    }
+fn write_on_one_connection(
+    conn: &mut MysqlConnection,
+    polls: &[Poll],
+    upsert: &Upsert,
+    end: &LoadEnd,
+) -> Result<(), FileError> {
+    conn.transaction::<_, FileError, _>(|conn| {
+        upsert.rows(conn, polls)?;
+        loads::finish(conn, upsert.load_id, end)?;
+        Ok(())
+    })
+}
 
+/// Writes the first part on `conn` and each other part on a connection of its own, one thread each.
+fn write_in_parallel(
+    conn: &mut MysqlConnection,
+    url: &str,
+    polls: &[Poll],
+    upsert: &Upsert,
+    end: &LoadEnd,
+) -> Result<(), FileError> {
     // Split in key order: the parts touch disjoint key ranges. A duplicate key takes a record lock only
     // (no gap lock on the primary key), so the transactions never wait for each other.
-    let part = polls.len().div_ceil(WRITERS);
-    let mut parts = polls.chunks(part);
+    let mut parts = polls.chunks(polls.len().div_ceil(WRITERS));
     let own_part = parts.next().unwrap_or_default();
-    let mut helpers = Vec::new();
-    for rows in parts {
-        helpers.push((db::connect(url)?, rows));
-    }
-    let give_up = AtomicBool::new(false);
+    let helpers: Vec<_> = parts.map(|rows| Ok((db::connect(url)?, rows))).collect::<Result<_, FileError>>()?;
     std::thread::scope(|scope| {
-        let (progress, give_up) = (&progress, &give_up);
         let running: Vec<_> = helpers
             .into_iter()
-            .map(|(mut other, rows)| {
-                scope.spawn(move || {
-                    let result = other
-                        .batch_execute("START TRANSACTION")
-                        .map_err(FileError::from)
-                        .and_then(|()| upsert(&mut other, rows, load_id, statement_bytes, progress, give_up));
-                    if result.is_err() {
-                        give_up.store(true, Ordering::Relaxed);
-                    }
-                    (other, result)
-                })
-            })
+            .map(|(other, rows)| scope.spawn(move || upsert.rows_in_open_transaction(other, rows)))
             .collect();
         conn.transaction::<_, FileError, _>(|conn| {
-            let own = upsert(conn, own_part, load_id, statement_bytes, progress, give_up);
-            if own.is_err() {
-                give_up.store(true, Ordering::Relaxed);
-            }
-            let mut finished = Vec::with_capacity(running.len());
-            for helper in running {
-                finished.push(helper.join().map_err(|_| FileError::WriterPanicked)?);
-            }
+            let own = upsert.rows(conn, own_part);
+            upsert.give_up_if_failed(&own);
+            let finished: Vec<_> = running
+                .into_iter()
+                .map(|helper| helper.join().map_err(|_| FileError::WriterPanicked))
+                .collect::<Result<_, _>>()?;
             // On any error the helpers' connections are dropped uncommitted: closing rolls them back.
             own?;
-            let mut others = Vec::with_capacity(finished.len());
-            for (other, result) in finished {
-                result?;
-                others.push(other);
-            }
-            loads::finish(conn, load_id, end)?;
+            let mut others: Vec<MysqlConnection> =
+                finished.into_iter().map(|(other, result)| result.map(|()| other)).collect::<Result<_, _>>()?;
+            loads::finish(conn, upsert.load_id, end)?;
             // The helpers' parts commit first, then this one with the load record: the record never says
             // `loaded` before every row is visible.
             for other in &mut others {
@@ -205,42 +207,67 @@ fn write(conn: &mut MysqlConnection, url: &str, polls: &[Poll], load_id: u64, en
             }
             Ok(())
         })
-    })?;
-    progress.finished();
-    Ok(())
+    })
 }
 
-fn upsert(
-    conn: &mut MysqlConnection,
-    polls: &[Poll],
+/// What the writers of one load share.
+struct Upsert {
     load_id: u64,
     statement_bytes: usize,
-    progress: &Progress,
-    give_up: &AtomicBool,
-) -> Result<(), FileError> {
-    let mut statement = StatementBuilder::new(UPSERT_PREFIX, UPSERT_SUFFIX, statement_bytes);
-    let mut rows_in_statement = 0u64;
-    for p in polls {
-        let sql = statement.begin_row();
-        push_u64(sql, u64::from(p.store));
-        sql.push(',');
-        push_datetime(sql, p.at);
-        sql.push_str(if p.active { ",1," } else { ",0," });
-        push_u64(sql, load_id);
-        rows_in_statement += 1;
-        if let Some(sql) = statement.end_row() {
-            if give_up.load(Ordering::Relaxed) {
-                return Err(FileError::Abandoned);
+    progress: Progress,
+    /// Set by a writer that failed, so the others stop instead of writing rows that will be rolled back.
+    give_up: AtomicBool,
+}
+
+impl Upsert {
+    /// Upserts `polls` in statements of about `statement_bytes`, on whatever transaction `conn` has open.
+    fn rows(&self, conn: &mut MysqlConnection, polls: &[Poll]) -> Result<(), FileError> {
+        let mut statement = StatementBuilder::new(UPSERT_PREFIX, UPSERT_ON_DUPLICATE, self.statement_bytes);
+        let mut rows_in_statement = 0u64;
+        for p in polls {
+            push_row(statement.begin_row(), p, self.load_id);
+            rows_in_statement += 1;
+            if let Some(sql) = statement.end_row() {
+                if self.give_up.load(Ordering::Relaxed) {
+                    return Err(FileError::Abandoned);
+                }
+                conn.batch_execute(sql)?;
+                self.progress.advance(std::mem::take(&mut rows_in_statement));
             }
+        }
+        if let Some(sql) = statement.finish() {
             conn.batch_execute(sql)?;
-            progress.advance(std::mem::take(&mut rows_in_statement));
+            self.progress.advance(rows_in_statement);
+        }
+        Ok(())
+    }
+
+    /// A helper writer's work: its part in a transaction it leaves open for the main writer to commit.
+    fn rows_in_open_transaction(
+        &self,
+        mut conn: MysqlConnection,
+        polls: &[Poll],
+    ) -> (MysqlConnection, Result<(), FileError>) {
+        let result =
+            conn.batch_execute("START TRANSACTION").map_err(FileError::from).and_then(|()| self.rows(&mut conn, polls));
+        self.give_up_if_failed(&result);
+        (conn, result)
+    }
+
+    fn give_up_if_failed(&self, result: &Result<(), FileError>) {
+        if result.is_err() {
+            self.give_up.store(true, Ordering::Relaxed);
         }
     }
-    if let Some(sql) = statement.finish() {
-        conn.batch_execute(sql)?;
-        progress.advance(rows_in_statement);
-    }
-    Ok(())
+}
+
+/// One row of the upsert, in the column order of [`UPSERT_PREFIX`].
+fn push_row(sql: &mut String, p: &Poll, load_id: u64) {
+    push_u64(sql, u64::from(p.store));
+    sql.push(',');
+    push_datetime(sql, p.at);
+    sql.push_str(if p.active { ",1," } else { ",0," });
+    push_u64(sql, load_id);
 }
 
 /// Rows written so far, logged every few seconds by whichever writer notices the time.

@@ -17,38 +17,34 @@ use diesel::connection::SimpleConnection as _;
 use diesel::mysql::MysqlConnection;
 use log::{info, warn};
 use shared_model::models::loads::{self, LoadEnd, LoadStatus};
-use shared_model::models::snapshots::{self, SnapshotKind, StoreTimezoneRow, TIMEZONE_MAX_CHARS};
-use uptime_core::input::{read_hours_bytes, read_zones_bytes};
+use shared_model::models::snapshots::{self, BUSINESS_HOURS_INSERT_PREFIX, StoreTimezoneRow, TIMEZONE_MAX_CHARS};
+use uptime_core::input::{FileKind, read_hours_bytes, read_zones_bytes};
 
 use crate::digest::FileDigest;
 use crate::error::{FileError, IngestError};
-use crate::load::{Ctx, Done, NO_FILE, ended, json, loaded_end};
+use crate::record::{LoadRun, LoadedFile, NO_FILE, end_loaded, end_now, json_column};
 use crate::sql::{StatementBuilder, push_i64, push_u64};
 
 /// The hours file is small (86 k rows in the real data): 1 MiB statements are plenty.
 const STATEMENT_BYTES: usize = 1 << 20;
 
 pub(crate) fn load_hours(
-    ctx: &mut Ctx<'_>,
+    run: &mut LoadRun<'_>,
     path: &Path,
     bytes: &[u8],
     digest: &FileDigest,
     load_id: u64,
-) -> Result<Done, FileError> {
-    let (conn, stores) = ctx.conn_and_stores()?;
+) -> Result<LoadedFile, FileError> {
+    let (conn, stores) = run.conn_and_stores()?;
     let mut file = read_hours_bytes(path, bytes, &mut stores.ids)?;
     let new_stores = stores.sync(conn)?;
     file.summary.note("stores new to the database", new_stores as u64);
     // (store key, position in the file): row_no numbers a store's rows in file order.
     let mut rows: Vec<(u32, usize)> = file.rows.iter().enumerate().map(|(i, r)| (stores.key(r.store), i)).collect();
     rows.sort_unstable();
-    let end = loaded_end(digest, &file.summary, rows.len() as u64);
-    replace(conn, SnapshotKind::Hours, load_id, &end, |conn, snapshot_id| {
-        let mut statement = StatementBuilder::new(
-            "INSERT INTO business_hours (snapshot_id, store_key, row_no, weekday, start_us, end_us) VALUES ",
-            "",
-            STATEMENT_BYTES,
-        );
+    let end = end_loaded(digest, &file.summary, rows.len() as u64);
+    replace(conn, FileKind::Hours, load_id, &end, |conn, snapshot_id| {
+        let mut statement = StatementBuilder::new(BUSINESS_HOURS_INSERT_PREFIX, "", STATEMENT_BYTES);
         let mut row_no = 0u64;
         let mut previous_store = None;
         for &(store_key, i) in &rows {
@@ -76,17 +72,17 @@ pub(crate) fn load_hours(
         }
         Ok(())
     })?;
-    Ok(Done { status: LoadStatus::Loaded, end, summary: Some(file.summary) })
+    Ok(LoadedFile { status: LoadStatus::Loaded, end, summary: Some(file.summary) })
 }
 
 pub(crate) fn load_zones(
-    ctx: &mut Ctx<'_>,
+    run: &mut LoadRun<'_>,
     path: &Path,
     bytes: &[u8],
     digest: &FileDigest,
     load_id: u64,
-) -> Result<Done, FileError> {
-    let (conn, stores) = ctx.conn_and_stores()?;
+) -> Result<LoadedFile, FileError> {
+    let (conn, stores) = run.conn_and_stores()?;
     let mut file = read_zones_bytes(path, bytes, &mut stores.ids)?;
     let new_stores = stores.sync(conn)?;
     file.summary.note("stores new to the database", new_stores as u64);
@@ -107,22 +103,22 @@ pub(crate) fn load_zones(
         .collect();
     file.summary.note("zone names longer than 64 characters (cut; unknown either way)", too_long);
     rows.sort_unstable_by_key(|r| r.store_key);
-    let end = loaded_end(digest, &file.summary, rows.len() as u64);
-    replace(conn, SnapshotKind::Zones, load_id, &end, |conn, snapshot_id| {
+    let end = end_loaded(digest, &file.summary, rows.len() as u64);
+    replace(conn, FileKind::Zones, load_id, &end, |conn, snapshot_id| {
         for row in &mut rows {
             row.snapshot_id = snapshot_id;
         }
         snapshots::insert_zones(conn, &rows)?;
         Ok(())
     })?;
-    Ok(Done { status: LoadStatus::Loaded, end, summary: Some(file.summary) })
+    Ok(LoadedFile { status: LoadStatus::Loaded, end, summary: Some(file.summary) })
 }
 
 /// Writes a new snapshot with `write_rows`, makes it current together with the load record, and deletes
 /// the snapshot it replaced.
 fn replace(
     conn: &mut MysqlConnection,
-    kind: SnapshotKind,
+    kind: FileKind,
     load_id: u64,
     end: &LoadEnd,
     write_rows: impl FnOnce(&mut MysqlConnection, u64) -> Result<(), FileError>,
@@ -151,7 +147,7 @@ fn replace(
     Ok(())
 }
 
-fn remove_stale(conn: &mut MysqlConnection, kind: SnapshotKind) -> Result<(), diesel::result::Error> {
+fn remove_stale(conn: &mut MysqlConnection, kind: FileKind) -> Result<(), diesel::result::Error> {
     for snapshot_id in snapshots::stale(conn, kind)? {
         snapshots::delete(conn, kind, snapshot_id)?;
     }
@@ -159,23 +155,24 @@ fn remove_stale(conn: &mut MysqlConnection, kind: SnapshotKind) -> Result<(), di
 }
 
 /// No file of this kind in the folder: point the kind at "no file" (the defaults). Returns the record.
-pub(crate) fn absent(ctx: &mut Ctx<'_>, kind: SnapshotKind) -> Result<(u64, Done), IngestError> {
-    let conn = &mut *ctx.conn;
+pub(crate) fn absent(run: &mut LoadRun<'_>, kind: FileKind) -> Result<(u64, LoadedFile), IngestError> {
+    let conn = &mut *run.conn;
     let default = match kind {
-        SnapshotKind::Hours => "every store is open all the time",
-        SnapshotKind::Zones => "every store is in America/Chicago",
+        FileKind::Hours => "every store is open all the time",
+        FileKind::Zones => "every store is in America/Chicago",
+        FileKind::Polls => unreachable!("the polls file is required: the folder's listing fails without one"),
     };
-    warn!("no {} file in {}: {default}", kind.as_str(), ctx.settings.data_dir.display());
+    warn!("no {} file in {}: {default}", kind.as_str(), run.settings.data_dir.display());
     let load_id = loads::start(conn, kind.as_str(), NO_FILE, Utc::now().naive_utc())?;
     let note = format!("no {} file in the data folder: {default}", kind.as_str());
     if snapshots::current(conn, kind)?.snapshot_id.is_none() {
-        let mut end = ended(LoadStatus::Unchanged, None);
-        end.notes = json(&BTreeMap::from([(note, 1u64)]));
+        let mut end = end_now(LoadStatus::Unchanged, None);
+        end.notes = json_column(&BTreeMap::from([(note, 1u64)]));
         loads::finish(conn, load_id, &end)?;
-        return Ok((load_id, Done { status: LoadStatus::Unchanged, end, summary: None }));
+        return Ok((load_id, LoadedFile { status: LoadStatus::Unchanged, end, summary: None }));
     }
-    let mut end = ended(LoadStatus::Loaded, None);
-    end.notes = json(&BTreeMap::from([(note, 1u64)]));
+    let mut end = end_now(LoadStatus::Loaded, None);
+    end.notes = json_column(&BTreeMap::from([(note, 1u64)]));
     conn.transaction::<_, diesel::result::Error, _>(|conn| {
         snapshots::point_to(conn, kind, None, Some(load_id))?;
         loads::finish(conn, load_id, &end)
@@ -183,5 +180,5 @@ pub(crate) fn absent(ctx: &mut Ctx<'_>, kind: SnapshotKind) -> Result<(u64, Done
     if let Err(e) = remove_stale(conn, kind) {
         warn!("load_id={load_id}: cannot delete replaced {} snapshots yet: {e}", kind.as_str());
     }
-    Ok((load_id, Done { status: LoadStatus::Loaded, end, summary: None }))
+    Ok((load_id, LoadedFile { status: LoadStatus::Loaded, end, summary: None }))
 }

@@ -13,7 +13,7 @@ use diesel::connection::SimpleConnection as _;
 use diesel::mysql::MysqlConnection;
 use ingest_worker::{RunReport, Settings, load_once, load_once_at};
 use shared_model::models::loads::{self, Load, LoadStatus};
-use shared_model::models::snapshots::{self, SnapshotKind};
+use shared_model::models::snapshots;
 use uptime_core::input::FileKind;
 
 fn load(settings: &Settings) -> RunReport {
@@ -119,7 +119,7 @@ fn loading_the_same_files_twice_leaves_the_database_as_loading_them_once() {
     let mut conn = db.conn();
     let once = contents(&mut conn);
     let pointers_once =
-        [snapshots::current(&mut conn, SnapshotKind::Hours), snapshots::current(&mut conn, SnapshotKind::Zones)];
+        [snapshots::current(&mut conn, FileKind::Hours), snapshots::current(&mut conn, FileKind::Zones)];
 
     let again = load(&settings);
     for kind in [FileKind::Polls, FileKind::Hours, FileKind::Zones] {
@@ -127,7 +127,7 @@ fn loading_the_same_files_twice_leaves_the_database_as_loading_them_once() {
     }
     assert_eq!(contents(&mut conn), once);
     let pointers_twice =
-        [snapshots::current(&mut conn, SnapshotKind::Hours), snapshots::current(&mut conn, SnapshotKind::Zones)];
+        [snapshots::current(&mut conn, FileKind::Hours), snapshots::current(&mut conn, FileKind::Zones)];
     assert_eq!(pointers_twice.map(Result::ok), pointers_once.map(Result::ok), "no new snapshot for an unchanged file");
     assert_eq!(count(&mut conn, "snapshots"), 2);
 }
@@ -199,7 +199,7 @@ fn a_store_dropped_from_the_hours_file_becomes_open_all_the_time() {
     assert_eq!(hours, [("1001".to_owned(), 0), ("4004".to_owned(), 3)], "2002 and 3003 have no rows: 24×7");
     assert_eq!(count(&mut conn, "business_hours"), 2, "the old snapshot's rows are deleted");
     assert_eq!(count(&mut conn, "snapshots WHERE file_kind = 'hours'"), 1);
-    let pointer = snapshots::current(&mut conn, SnapshotKind::Hours).expect("pointer");
+    let pointer = snapshots::current(&mut conn, FileKind::Hours).expect("pointer");
     assert_eq!(pointer.load_id, report.file(FileKind::Hours).and_then(|f| f.load_id));
 }
 
@@ -216,7 +216,7 @@ fn without_an_hours_or_zones_file_every_store_falls_back_to_the_defaults() {
     assert_eq!(status(&report, FileKind::Hours), LoadStatus::Loaded);
     assert_eq!(status(&report, FileKind::Zones), LoadStatus::Loaded);
     let mut conn = db.conn();
-    for kind in [SnapshotKind::Hours, SnapshotKind::Zones] {
+    for kind in [FileKind::Hours, FileKind::Zones] {
         assert_eq!(snapshots::current(&mut conn, kind).expect("pointer").snapshot_id, None);
     }
     assert_eq!(count(&mut conn, "business_hours") + count(&mut conn, "store_timezones"), 0);

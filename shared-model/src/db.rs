@@ -2,7 +2,8 @@
 
 use diesel::mysql::MysqlConnection;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
-use diesel::{QueryableByName, RunQueryDsl, sql_query};
+use diesel::sql_types::{BigInt, Text, Unsigned};
+use diesel::{QueryResult, QueryableByName, RunQueryDsl, sql_query};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub type DbPool = Pool<ConnectionManager<MysqlConnection>>;
@@ -59,27 +60,49 @@ pub fn connect(url: &str) -> Result<MysqlConnection, DbError> {
     MysqlConnection::establish(url).map_err(|source| DbError::Connect { url: redact_url(url), source })
 }
 
+/// A MySQL named lock (`GET_LOCK`) held by one connection. It is not released on drop (that would need
+/// the connection): call [`NamedLock::release`]; a lock never released goes when its connection closes.
+#[must_use = "a named lock is held until released or until its connection closes"]
+#[derive(Debug)]
+pub struct NamedLock {
+    name: String,
+}
+
 #[derive(QueryableByName)]
-struct LockResult {
+struct LockAnswer {
     #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Integer>)]
     got: Option<i32>,
 }
 
-/// Applies pending migrations; returns the versions applied. Several processes may start at once and
-/// MySQL DDL is not transactional, so a named lock (`GET_LOCK`) lets one of them migrate while the others
-/// wait and then find nothing to do.
-pub fn run_migrations(conn: &mut MysqlConnection) -> Result<Vec<String>, DbError> {
-    let lock: LockResult =
-        sql_query(format!("SELECT GET_LOCK('{MIGRATION_LOCK}', {MIGRATION_LOCK_WAIT_SECONDS}) AS got"))
+impl NamedLock {
+    /// Takes the lock `name`, waiting up to `wait_seconds` (0: only if free now). `None` when another
+    /// session held it for the whole wait.
+    pub fn acquire(conn: &mut MysqlConnection, name: &str, wait_seconds: u64) -> QueryResult<Option<NamedLock>> {
+        let answer: LockAnswer = sql_query("SELECT GET_LOCK(?, ?) AS got")
+            .bind::<Text, _>(name)
+            .bind::<Unsigned<BigInt>, _>(wait_seconds)
             .get_result(conn)?;
-    if lock.got != Some(1) {
-        return Err(DbError::MigrationLockTimeout(MIGRATION_LOCK_WAIT_SECONDS));
+        // NULL is an error inside GET_LOCK (e.g. the session was killed): not held either way.
+        Ok((answer.got == Some(1)).then(|| NamedLock { name: name.to_owned() }))
     }
+
+    /// Releases the lock; `conn` must be the connection that took it.
+    pub fn release(self, conn: &mut MysqlConnection) -> QueryResult<()> {
+        sql_query("SELECT RELEASE_LOCK(?) AS got").bind::<Text, _>(&self.name).get_result::<LockAnswer>(conn).map(drop)
+    }
+}
+
+/// Applies pending migrations; returns the versions applied. Several processes may start at once and
+/// MySQL DDL is not transactional, so a named lock lets one of them migrate while the others wait and
+/// then find nothing to do.
+pub fn run_migrations(conn: &mut MysqlConnection) -> Result<Vec<String>, DbError> {
+    let lock = NamedLock::acquire(conn, MIGRATION_LOCK, MIGRATION_LOCK_WAIT_SECONDS.into())?
+        .ok_or(DbError::MigrationLockTimeout(MIGRATION_LOCK_WAIT_SECONDS))?;
     let applied = conn
         .run_pending_migrations(MIGRATIONS)
         .map(|versions| versions.iter().map(ToString::to_string).collect())
         .map_err(|e| DbError::Migration(e.to_string()));
-    let released = sql_query(format!("SELECT RELEASE_LOCK('{MIGRATION_LOCK}') AS got")).get_result::<LockResult>(conn);
+    let released = lock.release(conn);
     let applied = applied?;
     released?;
     Ok(applied)

@@ -145,16 +145,6 @@ pub fn get(conn: &mut MysqlConnection, load_id: u64) -> QueryResult<Load> {
     loads::table.find(load_id).select(Load::as_select()).first(conn)
 }
 
-/// The latest record of a kind whatever its status (the one an operator looks at first).
-pub fn latest(conn: &mut MysqlConnection, file_kind: &str) -> QueryResult<Option<Load>> {
-    loads::table
-        .filter(loads::file_kind.eq(file_kind))
-        .order(loads::load_id.desc())
-        .select(Load::as_select())
-        .first(conn)
-        .optional()
-}
-
 /// The latest `loaded` or `unchanged` record of a kind: what the database holds for that kind came from
 /// the file it describes, so a file of the same size and digest need not be read again.
 pub fn last_successful(conn: &mut MysqlConnection, file_kind: &str) -> QueryResult<Option<Load>> {

@@ -1,6 +1,7 @@
 //! One file per table (or pair of tables), each with its queries as functions.
 
 pub mod loads;
+pub mod polls;
 pub mod reports;
 pub mod snapshots;
 pub mod stores;

@@ -12,31 +12,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Unsigned};
 
 use crate::schema::{business_hours, current_snapshots, snapshots, store_timezones};
-
-/// The two inputs kept as snapshots. The strings are what `file_kind` holds (the same as the load kinds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SnapshotKind {
-    Hours,
-    Zones,
-}
-
-impl SnapshotKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SnapshotKind::Hours => "hours",
-            SnapshotKind::Zones => "zones",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
-#[diesel(table_name = snapshots, check_for_backend(diesel::mysql::Mysql))]
-pub struct Snapshot {
-    pub snapshot_id: u64,
-    pub file_kind: String,
-    pub load_id: u64,
-    pub created_at: NaiveDateTime,
-}
+use uptime_core::input::FileKind;
 
 /// Where a kind's pointer stands: the snapshot readers use and the load that moved the pointer there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Queryable)]
@@ -45,18 +21,12 @@ pub struct CurrentSnapshot {
     pub load_id: Option<u64>,
 }
 
-/// One row of `business_hours`. Times are microseconds since local midnight; `end_us` may be 24:00.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Queryable, Selectable, Insertable)]
-#[diesel(table_name = business_hours, check_for_backend(diesel::mysql::Mysql))]
-pub struct BusinessHoursRow {
-    pub snapshot_id: u64,
-    pub store_key: u32,
-    pub row_no: u32,
-    /// 0 = Monday … 6 = Sunday.
-    pub weekday: u8,
-    pub start_us: i64,
-    pub end_us: i64,
-}
+/// Start of a multi-row insert into `business_hours`: each row that follows is
+/// `(snapshot_id, store_key, row_no, weekday, start_us, end_us)`, rows separated by commas. `row_no`
+/// numbers a store's rows in file order, `weekday` is 0 = Monday … 6 = Sunday, and the times are
+/// microseconds since local midnight (`end_us` may be 24:00).
+pub const BUSINESS_HOURS_INSERT_PREFIX: &str =
+    "INSERT INTO business_hours (snapshot_id, store_key, row_no, weekday, start_us, end_us) VALUES ";
 
 /// One row of `store_timezones`: the zone name as the file wrote it (an unknown name is kept).
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -85,12 +55,7 @@ struct LastId {
 }
 
 /// Registers a new, not yet current, snapshot and returns its id.
-pub fn create(
-    conn: &mut MysqlConnection,
-    kind: SnapshotKind,
-    load_id: u64,
-    created_at: NaiveDateTime,
-) -> QueryResult<u64> {
+pub fn create(conn: &mut MysqlConnection, kind: FileKind, load_id: u64, created_at: NaiveDateTime) -> QueryResult<u64> {
     diesel::insert_into(snapshots::table)
         .values(NewSnapshot { file_kind: kind.as_str(), load_id, created_at })
         .execute(conn)?;
@@ -98,7 +63,7 @@ pub fn create(
 }
 
 /// The pointer of a kind. A missing pointer row reads as "no file".
-pub fn current(conn: &mut MysqlConnection, kind: SnapshotKind) -> QueryResult<CurrentSnapshot> {
+pub fn current(conn: &mut MysqlConnection, kind: FileKind) -> QueryResult<CurrentSnapshot> {
     Ok(current_snapshots::table
         .find(kind.as_str())
         .select((current_snapshots::snapshot_id, current_snapshots::load_id))
@@ -110,7 +75,7 @@ pub fn current(conn: &mut MysqlConnection, kind: SnapshotKind) -> QueryResult<Cu
 /// Moves the pointer of a kind. Call it inside the transaction that makes the new snapshot visible.
 pub fn point_to(
     conn: &mut MysqlConnection,
-    kind: SnapshotKind,
+    kind: FileKind,
     snapshot_id: Option<u64>,
     load_id: Option<u64>,
 ) -> QueryResult<()> {
@@ -127,7 +92,7 @@ pub fn point_to(
 }
 
 /// Snapshots of a kind that the pointer does not name: replaced ones, and ones a failed load left behind.
-pub fn stale(conn: &mut MysqlConnection, kind: SnapshotKind) -> QueryResult<Vec<u64>> {
+pub fn stale(conn: &mut MysqlConnection, kind: FileKind) -> QueryResult<Vec<u64>> {
     let current = current(conn, kind)?.snapshot_id;
     let mut query = snapshots::table.filter(snapshots::file_kind.eq(kind.as_str())).into_boxed();
     if let Some(current) = current {
@@ -138,35 +103,19 @@ pub fn stale(conn: &mut MysqlConnection, kind: SnapshotKind) -> QueryResult<Vec<
 
 /// Deletes a snapshot and its rows. Readers still inside a transaction that saw it keep seeing it
 /// (InnoDB keeps old row versions for them); the rows disappear for new transactions only.
-pub fn delete(conn: &mut MysqlConnection, kind: SnapshotKind, snapshot_id: u64) -> QueryResult<usize> {
+pub fn delete(conn: &mut MysqlConnection, kind: FileKind, snapshot_id: u64) -> QueryResult<usize> {
     let rows = match kind {
-        SnapshotKind::Hours => {
+        FileKind::Hours => {
             diesel::delete(business_hours::table.filter(business_hours::snapshot_id.eq(snapshot_id))).execute(conn)?
         }
-        SnapshotKind::Zones => {
+        FileKind::Zones => {
             diesel::delete(store_timezones::table.filter(store_timezones::snapshot_id.eq(snapshot_id))).execute(conn)?
         }
+        // Polls are never kept as snapshots: no rows hang off such an id.
+        FileKind::Polls => 0,
     };
     diesel::delete(snapshots::table.find(snapshot_id)).execute(conn)?;
     Ok(rows)
-}
-
-/// The business hours of a snapshot, in key order.
-pub fn hours(conn: &mut MysqlConnection, snapshot_id: u64) -> QueryResult<Vec<BusinessHoursRow>> {
-    business_hours::table
-        .filter(business_hours::snapshot_id.eq(snapshot_id))
-        .order((business_hours::store_key.asc(), business_hours::row_no.asc()))
-        .select(BusinessHoursRow::as_select())
-        .load(conn)
-}
-
-/// The zones of a snapshot, in key order.
-pub fn zones(conn: &mut MysqlConnection, snapshot_id: u64) -> QueryResult<Vec<StoreTimezoneRow>> {
-    store_timezones::table
-        .filter(store_timezones::snapshot_id.eq(snapshot_id))
-        .order(store_timezones::store_key.asc())
-        .select(StoreTimezoneRow::as_select())
-        .load(conn)
 }
 
 /// Inserts zone rows, in statements well under the 65,535-placeholder limit.
