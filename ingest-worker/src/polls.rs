@@ -323,7 +323,7 @@ mod tests {
             file_name: "store_status.csv".into(),
             file_bytes: Some(bytes),
             file_digest: Some(digest.into()),
-            status: "loaded".into(),
+            status: LoadStatus::Loaded,
             started_at: at,
             finished_at: Some(at),
             rows_read: 0,

@@ -60,7 +60,7 @@ pub(crate) struct LoadedFile {
 /// The end of a record with the given status, stamped now.
 pub(crate) fn end_now(status: LoadStatus, digest: Option<&FileDigest>) -> LoadEnd {
     LoadEnd {
-        status: status.as_str().to_owned(),
+        status,
         finished_at: Some(Utc::now().naive_utc()),
         file_bytes: digest.map(|d| d.bytes),
         file_digest: digest.map(|d| d.hex.clone()),

@@ -274,7 +274,7 @@ fn a_file_without_a_required_column_fails_its_load_and_keeps_the_old_data() {
     assert_eq!(status(&report, FileKind::Polls), LoadStatus::Failed);
     assert_eq!(status(&report, FileKind::Zones), LoadStatus::Unchanged, "the other files still load");
     let hours_record = record(&mut conn, &report, FileKind::Hours);
-    assert_eq!(hours_record.status, "failed");
+    assert_eq!(hours_record.status, LoadStatus::Failed);
     let error = hours_record.error.expect("an error text");
     assert!(error.contains("business_hours.csv") && error.contains("end_time_local"), "{error}");
     let polls_error = record(&mut conn, &report, FileKind::Polls).error.expect("an error text");
@@ -465,9 +465,9 @@ fn a_load_left_running_by_a_stopped_worker_is_marked_failed_by_the_next() {
     let orphan = loads::start(&mut conn, "polls", "store_status.csv", Utc::now().naive_utc()).expect("insert");
     load(&Settings::new(&db.url, &folder.path));
     let orphan = loads::get(&mut conn, orphan).expect("record");
-    assert_eq!(orphan.status, "failed");
+    assert_eq!(orphan.status, LoadStatus::Failed);
     assert!(orphan.error.is_some_and(|e| e.contains("interrupted")));
-    assert!(loads::all(&mut conn).expect("records").iter().all(|l| l.status != "running"));
+    assert!(loads::all(&mut conn).expect("records").iter().all(|l| l.status != LoadStatus::Running));
 }
 
 #[test]

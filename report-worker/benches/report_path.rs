@@ -131,7 +131,7 @@ async fn trigger_and_wait(settings: &Settings, pool: &DbPool, channel: &lapin::C
     let mut conn = pool.get()?;
     loop {
         let report = reports::find(&mut conn, &id)?.context("the report row vanished")?;
-        match report.status() {
+        match report.status {
             reports::ReportStatus::Complete => return Ok(started.elapsed()),
             reports::ReportStatus::Failed => bail!("report {id} failed: {:?}", report.error),
             reports::ReportStatus::Running if Instant::now() > deadline => bail!("report {id} still Running"),

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use diesel::mysql::MysqlConnection;
-use shared_model::db::DbPool;
+use shared_model::db::{self, DbPool};
 use shared_model::messages::ReportJob;
 use shared_model::models::reports::{
     self, FinishedReport, ReportStatus, StartOutcome, StoreError, Stored, store_complete,
@@ -275,7 +275,7 @@ impl JobHandler {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         // Refresh a copy of the handle: on error the kept dataset stays as it was.
         let mut working = cache.clone();
-        let stats = dataset::with_consistent_snapshot(conn, |conn| dataset::refresh(&mut working, conn))?;
+        let stats = db::with_consistent_snapshot(conn, |conn| dataset::refresh(&mut working, conn))?;
         let data = working.ok_or_else(|| JobError::Retryable("the data was not read".into()))?;
         *cache = Some(Arc::clone(&data));
         Ok((data, stats))

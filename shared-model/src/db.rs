@@ -1,5 +1,6 @@
 //! The MySQL connection pool and the embedded migrations.
 
+use diesel::connection::SimpleConnection as _;
 use diesel::mysql::MysqlConnection;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::sql_types::{BigInt, Text, Unsigned};
@@ -106,6 +107,32 @@ pub fn run_migrations(conn: &mut MysqlConnection) -> Result<Vec<String>, DbError
     let applied = applied?;
     released?;
     Ok(applied)
+}
+
+/// Runs `read` inside `START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY` at REPEATABLE READ, so
+/// everything it reads comes from one moment. The transaction is committed after `read` returns Ok and
+/// rolled back otherwise.
+pub fn with_consistent_snapshot<T, E>(
+    conn: &mut MysqlConnection,
+    read: impl FnOnce(&mut MysqlConnection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
+    // Only the next transaction: the pooled connection keeps its session default afterwards.
+    conn.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")?;
+    conn.batch_execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")?;
+    match read(conn) {
+        Ok(value) => {
+            conn.batch_execute("COMMIT")?;
+            Ok(value)
+        }
+        Err(e) => {
+            // The read failed; a failing rollback (a dropped connection) changes nothing for the caller.
+            let _ = conn.batch_execute("ROLLBACK");
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]

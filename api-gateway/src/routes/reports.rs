@@ -212,7 +212,7 @@ async fn load_view(state: &AppState, report_id: &str) -> Result<ReportView, ApiE
     let report = db::call(&state.pool, move |conn| reports::find(conn, &id))
         .await?
         .ok_or_else(|| ApiError::unknown_report(report_id))?;
-    Ok(match report.status() {
+    Ok(match report.status {
         ReportStatus::Running => ReportView::Running { progress: report.progress().map(ProgressBody::from) },
         ReportStatus::Failed => ReportView::Failed {
             error: report.error.clone().unwrap_or_else(|| "the report failed for an unrecorded reason".into()),

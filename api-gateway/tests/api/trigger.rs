@@ -33,7 +33,7 @@ async fn trigger_answers_202_with_location_and_queues_a_persistent_json_job() {
     assert!(chrono::DateTime::parse_from_rfc3339(&job.requested_at).is_ok(), "{}", job.requested_at);
 
     let report = app.report(&report_id);
-    assert_eq!(report.status(), ReportStatus::Running);
+    assert_eq!(report.status, ReportStatus::Running);
     assert!(report.queued_at.is_some(), "the confirmed job left the outbox");
 }
 

@@ -11,11 +11,14 @@ use diesel::sql_types::Unsigned;
 
 use uptime_core::input::FileSummary;
 
+use super::text_enum::text_enum;
 use crate::schema::loads;
 
-/// The life of a load record; the strings are what the `status` column holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The life of a load record, as the `status` column holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, diesel::AsExpression, diesel::FromSqlRow)]
+#[diesel(sql_type = diesel::sql_types::Varchar)]
 pub enum LoadStatus {
+    #[default]
     Running,
     /// The file was read and its rows written.
     Loaded,
@@ -24,20 +27,12 @@ pub enum LoadStatus {
     Failed,
 }
 
-impl LoadStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LoadStatus::Running => "running",
-            LoadStatus::Loaded => "loaded",
-            LoadStatus::Unchanged => "unchanged",
-            LoadStatus::Failed => "failed",
-        }
-    }
+text_enum!(LoadStatus, Running => "running", Loaded => "loaded", Unchanged => "unchanged", Failed => "failed");
 
-    pub fn parse(text: &str) -> Option<LoadStatus> {
-        [LoadStatus::Running, LoadStatus::Loaded, LoadStatus::Unchanged, LoadStatus::Failed]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+impl LoadStatus {
+    /// A word this code does not know is an error: a load record is never guessed at.
+    fn from_word(word: &str) -> Option<LoadStatus> {
+        Self::known_word(word)
     }
 }
 
@@ -50,7 +45,7 @@ pub struct Load {
     pub file_name: String,
     pub file_bytes: Option<u64>,
     pub file_digest: Option<String>,
-    pub status: String,
+    pub status: LoadStatus,
     pub started_at: NaiveDateTime,
     pub finished_at: Option<NaiveDateTime>,
     pub rows_read: u64,
@@ -70,7 +65,7 @@ pub struct Load {
 struct NewLoad<'a> {
     file_kind: &'a str,
     file_name: &'a str,
-    status: &'a str,
+    status: LoadStatus,
     started_at: NaiveDateTime,
 }
 
@@ -78,7 +73,7 @@ struct NewLoad<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, AsChangeset)]
 #[diesel(table_name = loads, treat_none_as_null = true)]
 pub struct LoadEnd {
-    pub status: String,
+    pub status: LoadStatus,
     pub finished_at: Option<NaiveDateTime>,
     pub file_bytes: Option<u64>,
     pub file_digest: Option<String>,
@@ -131,7 +126,7 @@ pub fn start(
 ) -> QueryResult<u64> {
     let file_name: String = file_name.chars().take(FILE_NAME_MAX_CHARS).collect();
     diesel::insert_into(loads::table)
-        .values(NewLoad { file_kind, file_name: &file_name, status: LoadStatus::Running.as_str(), started_at })
+        .values(NewLoad { file_kind, file_name: &file_name, status: LoadStatus::Running, started_at })
         .execute(conn)?;
     Ok(diesel::sql_query("SELECT LAST_INSERT_ID() AS id").get_result::<LastId>(conn)?.id)
 }
@@ -150,7 +145,7 @@ pub fn get(conn: &mut MysqlConnection, load_id: u64) -> QueryResult<Load> {
 pub fn last_successful(conn: &mut MysqlConnection, file_kind: &str) -> QueryResult<Option<Load>> {
     loads::table
         .filter(loads::file_kind.eq(file_kind))
-        .filter(loads::status.eq_any([LoadStatus::Loaded.as_str(), LoadStatus::Unchanged.as_str()]))
+        .filter(loads::status.eq_any([LoadStatus::Loaded, LoadStatus::Unchanged]))
         .order(loads::load_id.desc())
         .select(Load::as_select())
         .first(conn)
@@ -160,9 +155,9 @@ pub fn last_successful(conn: &mut MysqlConnection, file_kind: &str) -> QueryResu
 /// Marks records still `running` as failed. Only the holder of the ingest lock may call this: then no
 /// other load can be in progress, so a `running` record belongs to a worker that stopped mid-load.
 pub fn fail_interrupted(conn: &mut MysqlConnection, now: NaiveDateTime) -> QueryResult<usize> {
-    diesel::update(loads::table.filter(loads::status.eq(LoadStatus::Running.as_str())))
+    diesel::update(loads::table.filter(loads::status.eq(LoadStatus::Running)))
         .set((
-            loads::status.eq(LoadStatus::Failed.as_str()),
+            loads::status.eq(LoadStatus::Failed),
             loads::finished_at.eq(now),
             loads::error.eq("interrupted: the worker stopped before this load finished"),
         ))
@@ -172,4 +167,26 @@ pub fn fail_interrupted(conn: &mut MysqlConnection, now: NaiveDateTime) -> Query
 /// Every record, oldest first (tests and operators' tools).
 pub fn all(conn: &mut MysqlConnection) -> QueryResult<Vec<Load>> {
     loads::table.order(loads::load_id.asc()).select(Load::as_select()).load(conn)
+}
+
+#[derive(QueryableByName)]
+struct LoadsSummary {
+    #[diesel(sql_type = diesel::sql_types::Nullable<Unsigned<diesel::sql_types::BigInt>>)]
+    max_id: Option<u64>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Unsigned<diesel::sql_types::BigInt>>)]
+    first_running: Option<u64>,
+}
+
+/// The highest load id up to which every load has finished (0 before the first): a load that is no
+/// longer running has committed all its rows, so everything a reader has fetched up to this id is final.
+pub fn settled_load_id(conn: &mut MysqlConnection) -> QueryResult<u64> {
+    let summary: LoadsSummary = diesel::sql_query(
+        "SELECT MAX(load_id) AS max_id, MIN(CASE WHEN status = ? THEN load_id END) AS first_running FROM loads",
+    )
+    .bind::<diesel::sql_types::Varchar, _>(LoadStatus::Running)
+    .get_result(conn)?;
+    Ok(match summary.first_running {
+        Some(first) => first.saturating_sub(1),
+        None => summary.max_id.unwrap_or(0),
+    })
 }

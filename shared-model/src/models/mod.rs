@@ -1,5 +1,7 @@
 //! One file per table (or pair of tables), each with its queries as functions.
 
+mod text_enum;
+
 pub mod loads;
 pub mod polls;
 pub mod reports;

@@ -19,6 +19,7 @@ use chrono::NaiveDateTime;
 use diesel::mysql::MysqlConnection;
 use diesel::prelude::*;
 
+use super::text_enum::text_enum;
 use crate::schema::{report_chunks, reports};
 
 /// Length of a report id (a nanoid of the default alphabet `A-Za-z0-9_-`).
@@ -34,31 +35,22 @@ pub fn is_valid_report_id(text: &str) -> bool {
     text.len() == REPORT_ID_LEN && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// A report's status; the strings are what the `status` column holds and what the API answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A report's status, as the `status` column holds it and the API answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, diesel::AsExpression, diesel::FromSqlRow)]
+#[diesel(sql_type = diesel::sql_types::Varchar)]
 pub enum ReportStatus {
     Running,
     Complete,
     Failed,
 }
 
-impl ReportStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReportStatus::Running => "Running",
-            ReportStatus::Complete => "Complete",
-            ReportStatus::Failed => "Failed",
-        }
-    }
+text_enum!(ReportStatus, Running => "Running", Complete => "Complete", Failed => "Failed");
 
+impl ReportStatus {
     /// A status this code does not know reads as Running, so a newer writer's state is never taken for
     /// finished work.
-    pub fn parse(text: &str) -> ReportStatus {
-        match text {
-            "Complete" => ReportStatus::Complete,
-            "Failed" => ReportStatus::Failed,
-            _ => ReportStatus::Running,
-        }
+    fn from_word(word: &str) -> Option<ReportStatus> {
+        Some(Self::known_word(word).unwrap_or(ReportStatus::Running))
     }
 }
 
@@ -67,7 +59,7 @@ impl ReportStatus {
 #[diesel(table_name = reports, check_for_backend(diesel::mysql::Mysql))]
 pub struct Report {
     pub report_id: String,
-    pub status: String,
+    pub status: ReportStatus,
     pub created_at: NaiveDateTime,
     /// When the broker confirmed the job; `None` while the job is in the outbox.
     pub queued_at: Option<NaiveDateTime>,
@@ -93,10 +85,6 @@ pub struct Progress {
 }
 
 impl Report {
-    pub fn status(&self) -> ReportStatus {
-        ReportStatus::parse(&self.status)
-    }
-
     /// `None` until a worker has written progress.
     pub fn progress(&self) -> Option<Progress> {
         match (self.stores_done, self.stores_total) {
@@ -116,7 +104,7 @@ pub fn create(conn: &mut MysqlConnection, report_id: &str, created_at: NaiveDate
     diesel::insert_into(reports::table)
         .values((
             reports::report_id.eq(report_id),
-            reports::status.eq(ReportStatus::Running.as_str()),
+            reports::status.eq(ReportStatus::Running),
             reports::created_at.eq(created_at),
             reports::attempts.eq(0u32),
         ))
@@ -145,7 +133,7 @@ pub fn outbox(conn: &mut MysqlConnection, created_before: NaiveDateTime, limit: 
     reports::table
         .filter(reports::queued_at.is_null())
         .filter(reports::created_at.lt(created_before))
-        .filter(reports::status.eq(ReportStatus::Running.as_str()))
+        .filter(reports::status.eq(ReportStatus::Running))
         .filter(reports::started_at.is_null())
         .order(reports::created_at)
         .limit(i64::from(limit))
@@ -169,7 +157,7 @@ pub enum StartOutcome {
 /// Records the start of an attempt on a Running report: `started_at`, `attempts + 1`, progress cleared.
 pub fn mark_started(conn: &mut MysqlConnection, report_id: &str) -> QueryResult<StartOutcome> {
     conn.transaction(|conn| {
-        let current: Option<(String, u32)> = reports::table
+        let current: Option<(ReportStatus, u32)> = reports::table
             .find(report_id)
             .select((reports::status, reports::attempts))
             .for_update()
@@ -178,7 +166,7 @@ pub fn mark_started(conn: &mut MysqlConnection, report_id: &str) -> QueryResult<
         let Some((status, attempts)) = current else {
             return Ok(StartOutcome::Unknown);
         };
-        match ReportStatus::parse(&status) {
+        match status {
             ReportStatus::Complete => return Ok(StartOutcome::AlreadyComplete),
             ReportStatus::Failed => return Ok(StartOutcome::AlreadyFailed),
             ReportStatus::Running => {}
@@ -203,10 +191,9 @@ pub fn set_progress(
     stores_done: u32,
     stores_total: u32,
 ) -> QueryResult<bool> {
-    let changed =
-        diesel::update(reports::table.find(report_id).filter(reports::status.eq(ReportStatus::Running.as_str())))
-            .set((reports::stores_done.eq(stores_done), reports::stores_total.eq(stores_total)))
-            .execute(conn)?;
+    let changed = diesel::update(reports::table.find(report_id).filter(reports::status.eq(ReportStatus::Running)))
+        .set((reports::stores_done.eq(stores_done), reports::stores_total.eq(stores_total)))
+        .execute(conn)?;
     Ok(changed == 1)
 }
 
@@ -218,14 +205,9 @@ pub fn mark_failed(conn: &mut MysqlConnection, report_id: &str, reason: &str) ->
     } else {
         reason.to_owned()
     };
-    let changed =
-        diesel::update(reports::table.find(report_id).filter(reports::status.eq(ReportStatus::Running.as_str())))
-            .set((
-                reports::status.eq(ReportStatus::Failed.as_str()),
-                reports::finished_at.eq(utc_now()),
-                reports::error.eq(reason),
-            ))
-            .execute(conn)?;
+    let changed = diesel::update(reports::table.find(report_id).filter(reports::status.eq(ReportStatus::Running)))
+        .set((reports::status.eq(ReportStatus::Failed), reports::finished_at.eq(utc_now()), reports::error.eq(reason)))
+        .execute(conn)?;
     Ok(changed == 1)
 }
 
@@ -323,9 +305,9 @@ fn store_once(
     Chunking { chunk_bytes, max_statement_bytes }: Chunking,
 ) -> Result<Stored, StoreError> {
     conn.transaction(|conn| {
-        let status: Option<String> =
+        let status: Option<ReportStatus> =
             reports::table.find(report_id).select(reports::status).for_update().first(conn).optional()?;
-        match status.as_deref().map(ReportStatus::parse) {
+        match status {
             None => return Ok(Stored::Unknown),
             Some(ReportStatus::Complete) => return Ok(Stored::AlreadyComplete),
             Some(_) => {}
@@ -350,7 +332,7 @@ fn store_once(
         let chunks = u32::try_from(rows.len()).map_err(|_| StoreError::TooLarge(report.csv.len()))?;
         diesel::update(reports::table.find(report_id))
             .set((
-                reports::status.eq(ReportStatus::Complete.as_str()),
+                reports::status.eq(ReportStatus::Complete),
                 reports::finished_at.eq(utc_now()),
                 reports::as_of.eq(report.as_of),
                 reports::store_count.eq(report.store_count),
@@ -415,8 +397,8 @@ mod tests {
 
     #[test]
     fn an_unknown_status_reads_as_running() {
-        assert_eq!(ReportStatus::parse("Complete"), ReportStatus::Complete);
-        assert_eq!(ReportStatus::parse("Failed"), ReportStatus::Failed);
-        assert_eq!(ReportStatus::parse("Paused"), ReportStatus::Running);
+        assert_eq!(ReportStatus::from_word("Complete"), Some(ReportStatus::Complete));
+        assert_eq!(ReportStatus::from_word("Failed"), Some(ReportStatus::Failed));
+        assert_eq!(ReportStatus::from_word("Paused"), Some(ReportStatus::Running));
     }
 }

@@ -12,7 +12,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Unsigned};
 
 use crate::schema::{business_hours, current_snapshots, snapshots, store_timezones};
-use uptime_core::input::FileKind;
+use uptime_core::input::{FileKind, HoursRow};
 
 /// Where a kind's pointer stands: the snapshot readers use and the load that moved the pointer there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Queryable)]
@@ -125,4 +125,24 @@ pub fn insert_zones(conn: &mut MysqlConnection, rows: &[StoreTimezoneRow]) -> Qu
         written += diesel::insert_into(store_timezones::table).values(chunk).execute(conn)?;
     }
     Ok(written)
+}
+
+/// The business hours of a snapshot as the engine takes them (store key, weekday 0 = Monday, start and
+/// end in µs since local midnight), in no particular order. `None`: no file, no rows.
+pub fn business_hours(conn: &mut MysqlConnection, snapshot_id: Option<u64>) -> QueryResult<Vec<HoursRow>> {
+    let Some(snapshot_id) = snapshot_id else { return Ok(Vec::new()) };
+    let rows: Vec<(u32, u8, i64, i64)> = business_hours::table
+        .filter(business_hours::snapshot_id.eq(snapshot_id))
+        .select((business_hours::store_key, business_hours::weekday, business_hours::start_us, business_hours::end_us))
+        .load(conn)?;
+    Ok(rows.into_iter().map(|(store, weekday, start, end)| HoursRow { store, weekday, start, end }).collect())
+}
+
+/// The zone names of a snapshot as the file wrote them (unknown names included), by store key.
+pub fn zone_names(conn: &mut MysqlConnection, snapshot_id: Option<u64>) -> QueryResult<Vec<(u32, String)>> {
+    let Some(snapshot_id) = snapshot_id else { return Ok(Vec::new()) };
+    store_timezones::table
+        .filter(store_timezones::snapshot_id.eq(snapshot_id))
+        .select((store_timezones::store_key, store_timezones::timezone_str))
+        .load(conn)
 }

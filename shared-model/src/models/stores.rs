@@ -53,3 +53,21 @@ pub fn insert_missing(conn: &mut MysqlConnection, ids: &[&str]) -> QueryResult<u
     }
     Ok(added)
 }
+
+/// Every store as (key, id), the ids boxed: what a reader keeps in memory for a million stores.
+pub fn all_ids(conn: &mut MysqlConnection) -> QueryResult<Vec<(u32, Box<str>)>> {
+    stores::table
+        .select((stores::store_key, stores::store_id))
+        .load_iter::<(u32, String), diesel::connection::DefaultLoadingMode>(conn)?
+        .map(|row| row.map(|(key, id)| (key, id.into_boxed_str())))
+        .collect()
+}
+
+/// The stores of the given keys (keys not in the table are absent from the answer).
+pub fn with_keys(conn: &mut MysqlConnection, keys: &[u32]) -> QueryResult<Vec<Store>> {
+    let mut found = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(10_000) {
+        found.extend(stores::table.filter(stores::store_key.eq_any(chunk)).select(Store::as_select()).load(conn)?);
+    }
+    Ok(found)
+}
