@@ -5,6 +5,8 @@ use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::{QueryableByName, RunQueryDsl, sql_query};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
+use crate::settings::DatabaseSettings;
+
 pub type DbPool = Pool<ConnectionManager<MysqlConnection>>;
 pub type DbConn = PooledConnection<ConnectionManager<MysqlConnection>>;
 
@@ -83,6 +85,18 @@ pub fn run_migrations(conn: &mut MysqlConnection) -> Result<Vec<String>, DbError
     let applied = applied?;
     released?;
     Ok(applied)
+}
+
+/// What every service does at start: applies pending migrations on a connection of its own (MySQL DDL
+/// commits implicitly, so it must not run inside a pooled session that may hold a transaction), then
+/// builds the pool of `settings.pool_size` connections (at least one). Blocks: call it off the async
+/// threads (`spawn_blocking`).
+pub fn migrate_then_pool(settings: &DatabaseSettings) -> Result<DbPool, DbError> {
+    let applied = run_migrations(&mut connect(&settings.url)?)?;
+    if !applied.is_empty() {
+        log::info!("migrations applied: {}", applied.join(", "));
+    }
+    pool(&settings.url, settings.pool_size.max(1))
 }
 
 #[cfg(test)]
