@@ -141,7 +141,7 @@ async fn download(state: web::Data<AppState>, report_id: web::Path<String>) -> R
             let error = format!("report {report_id} is still running; download it once its status is Complete");
             let body = serde_json::to_value(Running {
                 report_id: &report_id,
-                status: "Running",
+                status: ReportStatus::Running.as_str(),
                 progress,
                 error: Some(error),
             })
@@ -149,8 +149,12 @@ async fn download(state: web::Data<AppState>, report_id: web::Path<String>) -> R
             Err(ApiError::NotComplete { report_id, body })
         }
         ReportView::Failed { error } => {
-            let body = serde_json::to_value(Failed { report_id: &report_id, status: "Failed", error: &error })
-                .map_err(ApiError::internal)?;
+            let body = serde_json::to_value(Failed {
+                report_id: &report_id,
+                status: ReportStatus::Failed.as_str(),
+                error: &error,
+            })
+            .map_err(ApiError::internal)?;
             Err(ApiError::NotComplete { report_id, body })
         }
     }
