@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use lapin::{Channel, Connection};
 use shared_model::db::redact_url;
 use shared_model::messages::ReportJob;
@@ -58,6 +59,11 @@ impl LinkState {
     fn open_channel(&self) -> Option<Channel> {
         self.link.as_ref().filter(|link| link.is_open()).map(|link| link.channel.clone())
     }
+}
+
+/// The job of report `report_id` triggered at `created_at`: one spelling for the trigger and the relay.
+pub fn report_job(report_id: &str, created_at: DateTime<Utc>) -> ReportJob {
+    ReportJob { report_id: report_id.to_owned(), requested_at: crate::rfc3339_micros(created_at) }
 }
 
 /// Between failed connection attempts: 250 ms, doubling up to 5 s, capped lower than

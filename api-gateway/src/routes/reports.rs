@@ -6,16 +6,16 @@ use std::sync::Arc;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use shared_model::db::DbPool;
-use shared_model::messages::ReportJob;
 use shared_model::models::reports::{self, Progress, ReportChunk, ReportStatus};
 
 use crate::cache::CompletedReport;
 use crate::db;
 use crate::error::{ApiError, method_not_allowed};
+use crate::publisher;
 use crate::state::AppState;
 
 /// Tells a client that asked for CSV what it got (and one that polls with `Accept: text/csv` whether
@@ -65,10 +65,7 @@ async fn trigger_report(
         let report_id = report_id.clone();
         db::call(&state.pool, move |conn| reports::create(conn, &report_id, created_at.naive_utc())).await?;
     }
-    let job = ReportJob {
-        report_id: report_id.clone(),
-        requested_at: created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-    };
+    let job = publisher::report_job(&report_id, created_at);
     match state.publisher.publish(&job, state.settings.publish_timeout()).await {
         Ok(()) => {
             let id = report_id.clone();
@@ -223,7 +220,7 @@ async fn load_view(state: &AppState, report_id: &str) -> Result<ReportView, ApiE
         },
         ReportStatus::Complete => {
             let completed = Arc::new(CompletedReport {
-                as_of: report.as_of.map(|t| t.and_utc().to_rfc3339_opts(SecondsFormat::Micros, true)),
+                as_of: report.as_of.map(|t| crate::rfc3339_micros(t.and_utc())),
                 stores: report.store_count.unwrap_or(0),
                 csv_bytes: report.csv_bytes,
             });
