@@ -20,7 +20,7 @@ use crate::state::AppState;
 
 /// Tells a client that asked for CSV what it got (and one that polls with `Accept: text/csv` whether
 /// the body is the report or a status).
-pub const REPORT_STATUS_HEADER: &str = "X-Report-Status";
+pub const REPORT_STATUS_HEADER: header::HeaderName = header::HeaderName::from_static("x-report-status");
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -257,8 +257,7 @@ async fn report_answer(state: &AppState, request: &HttpRequest, report_id: Strin
     };
     let headers = response.headers_mut();
     headers.insert(header::VARY, header::HeaderValue::from_static("Accept"));
-    headers
-        .insert(header::HeaderName::from_static("x-report-status"), header::HeaderValue::from_static(status.as_str()));
+    headers.insert(REPORT_STATUS_HEADER, header::HeaderValue::from_static(status.as_str()));
     Ok(response)
 }
 
@@ -331,7 +330,9 @@ async fn csv_response(
         return Err(ApiError::internal(anyhow::anyhow!("report_id={report_id} is Complete but has no stored CSV")));
     }
     let mut response = HttpResponse::Ok();
-    response.content_type("text/csv; charset=utf-8").insert_header((REPORT_STATUS_HEADER, "Complete"));
+    response
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((REPORT_STATUS_HEADER, ReportStatus::Complete.as_str()));
     if attachment {
         response
             .insert_header((header::CONTENT_DISPOSITION, format!("attachment; filename=\"report-{report_id}.csv\"")));
