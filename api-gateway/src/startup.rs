@@ -35,10 +35,11 @@ impl Application {
         Self::build_with_listener(settings, listener).await
     }
 
+    /// As [`Application::build`], on a listener the caller bound (tests bind port 0 and read the port).
     pub async fn build_with_listener(settings: Settings, listener: TcpListener) -> anyhow::Result<Application> {
         settings.gateway.validate()?;
         let pool = open_database(&settings.database).await?;
-        let (publisher, relay) = start_publishing(&settings, &pool);
+        let (publisher, relay) = publisher_and_relay(&settings, &pool);
         let port = listener.local_addr().context("the listener has no local address")?.port();
         let state = AppState {
             pool: pool.clone(),
@@ -93,8 +94,9 @@ async fn open_database(settings: &DatabaseSettings) -> anyhow::Result<DbPool> {
     Ok(pool)
 }
 
-/// The publisher (connecting on first use, on this runtime) and the outbox relay that publishes through it.
-fn start_publishing(settings: &Settings, pool: &DbPool) -> (Arc<JobPublisher>, OutboxRelay) {
+/// The publisher (it connects on first use, on this runtime) and the outbox relay that publishes through it
+/// (not running yet: `run_until_stopped` runs it beside the server).
+fn publisher_and_relay(settings: &Settings, pool: &DbPool) -> (Arc<JobPublisher>, OutboxRelay) {
     let publisher = Arc::new(JobPublisher::new(
         settings.amqp.clone(),
         settings.gateway.amqp_connect_timeout(),
