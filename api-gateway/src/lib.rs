@@ -10,3 +10,8 @@ pub mod routes;
 pub mod settings;
 pub mod startup;
 pub mod state;
+
+/// A UTC time as the API and the job messages write it: RFC 3339, microseconds, `Z`.
+pub fn rfc3339_micros(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}

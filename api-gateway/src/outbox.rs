@@ -10,14 +10,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::SecondsFormat;
 use shared_model::db::DbPool;
-use shared_model::messages::ReportJob;
 use shared_model::models::reports;
 
 use crate::db;
 use crate::error::DbCallError;
-use crate::publisher::{JobPublisher, PublishError};
+use crate::publisher::{self, JobPublisher, PublishError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RelaySettings {
@@ -64,10 +62,7 @@ impl OutboxRelay {
             let due = db::call(&self.pool, move |conn| reports::outbox(conn, created_before, batch)).await?;
             let full_batch = due.len() >= batch as usize;
             for report in due {
-                let job = ReportJob {
-                    report_id: report.report_id.clone(),
-                    requested_at: report.created_at.and_utc().to_rfc3339_opts(SecondsFormat::Micros, true),
-                };
+                let job = publisher::report_job(&report.report_id, report.created_at.and_utc());
                 self.publisher
                     .publish(&job, self.settings.publish_timeout)
                     .await

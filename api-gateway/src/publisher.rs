@@ -7,16 +7,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use lapin::{Channel, Connection};
 use shared_model::db::redact_url;
 use shared_model::messages::ReportJob;
-use shared_model::queue::{self, QueueError};
+use shared_model::queue::{self, QueueError, RetryPolicy};
 use shared_model::settings::AmqpSettings;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-const FIRST_RETRY_DELAY: Duration = Duration::from_millis(250);
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 /// What the management UI shows for this connection.
 const CONNECTION_NAME: &str = "api-gateway publisher";
 
@@ -56,11 +55,44 @@ struct LinkState {
     last_error: String,
 }
 
+impl LinkState {
+    fn open_channel(&self) -> Option<Channel> {
+        self.link.as_ref().filter(|link| link.is_open()).map(|link| link.channel.clone())
+    }
+}
+
+/// The job of report `report_id` triggered at `created_at`: one spelling for the trigger and the relay.
+pub fn report_job(report_id: &str, created_at: DateTime<Utc>) -> ReportJob {
+    ReportJob { report_id: report_id.to_owned(), requested_at: crate::rfc3339_micros(created_at) }
+}
+
+/// Between failed connection attempts: 250 ms, doubling up to 5 s, capped lower than
+/// `RetryPolicy::default()` (10 s) because the caller here is usually an HTTP request, which should find a
+/// broker that is back soon after it is.
+fn backoff(connect_timeout: Duration) -> RetryPolicy {
+    RetryPolicy {
+        initial_delay: Duration::from_millis(250),
+        max_delay: Duration::from_secs(5),
+        give_up_after: None,
+        attempt_timeout: connect_timeout,
+    }
+}
+
+/// `attempt`, failed with [`PublishError::Timeout`] when it takes longer than `timeout`.
+async fn within<T>(
+    timeout: Duration,
+    attempt: impl Future<Output = Result<T, PublishError>>,
+) -> Result<T, PublishError> {
+    tokio::time::timeout(timeout, attempt).await.unwrap_or(Err(PublishError::Timeout(timeout)))
+}
+
 pub struct JobPublisher {
     /// Publishes that failed (no connection, nack, unroutable, no confirm in time), for `/metrics`.
     failures: std::sync::atomic::AtomicU64,
     settings: AmqpSettings,
-    connect_timeout: Duration,
+    /// Each connection attempt is one `queue::connect_once` within `attempt_timeout`; a request never
+    /// waits out a delay: within it, the publisher fails at once (see `reconnect`).
+    backoff: RetryPolicy,
     runtime: tokio::runtime::Handle,
     state: Arc<Mutex<LinkState>>,
 }
@@ -68,15 +100,16 @@ pub struct JobPublisher {
 impl JobPublisher {
     /// A publisher that connects on first use, on `runtime`.
     pub fn new(settings: AmqpSettings, connect_timeout: Duration, runtime: tokio::runtime::Handle) -> Self {
+        let backoff = backoff(connect_timeout);
         Self {
             failures: std::sync::atomic::AtomicU64::new(0),
             settings,
-            connect_timeout,
+            backoff,
             runtime,
             state: Arc::new(Mutex::new(LinkState {
                 link: None,
                 retry_at: None,
-                retry_delay: FIRST_RETRY_DELAY,
+                retry_delay: backoff.initial_delay,
                 last_error: String::new(),
             })),
         }
@@ -90,13 +123,10 @@ impl JobPublisher {
     /// once unless `force`. The attempt runs as its own task, so a caller that gives up (timeout) does
     /// not cancel it: its outcome and the backoff are still recorded.
     async fn channel(&self, force: bool) -> Result<Channel, PublishError> {
-        if let Some(link) = &self.state.lock().await.link
-            && link.is_open()
-        {
-            return Ok(link.channel.clone());
+        if let Some(channel) = self.state.lock().await.open_channel() {
+            return Ok(channel);
         }
-        let attempt =
-            self.runtime.spawn(reconnect(self.state.clone(), self.settings.clone(), self.connect_timeout, force));
+        let attempt = self.runtime.spawn(reconnect(self.state.clone(), self.settings.clone(), self.backoff, force));
         attempt.await.unwrap_or_else(|join_error| Err(PublishError::ConnectTask(join_error.to_string())))
     }
 
@@ -106,7 +136,7 @@ impl JobPublisher {
             let channel = self.channel(false).await?;
             queue::publish_job(&channel, &self.settings, job).await.map_err(PublishError::from)
         };
-        let outcome = tokio::time::timeout(timeout, attempt).await.unwrap_or(Err(PublishError::Timeout(timeout)));
+        let outcome = within(timeout, attempt).await;
         if outcome.is_err() {
             self.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
@@ -120,10 +150,7 @@ impl JobPublisher {
 
     /// Readiness: connected now, or able to connect within `timeout` (ignoring the backoff).
     pub async fn check_reachable(&self, timeout: Duration) -> Result<(), PublishError> {
-        tokio::time::timeout(timeout, self.channel(true))
-            .await
-            .unwrap_or(Err(PublishError::Timeout(timeout)))
-            .map(|_| ())
+        within(timeout, self.channel(true)).await.map(|_| ())
     }
 
     /// Closes the connection politely (at shutdown).
@@ -140,15 +167,15 @@ impl JobPublisher {
 async fn reconnect(
     state: Arc<Mutex<LinkState>>,
     settings: AmqpSettings,
-    timeout: Duration,
+    backoff: RetryPolicy,
     force: bool,
 ) -> Result<Channel, PublishError> {
     let mut state = state.lock().await;
-    if let Some(link) = &state.link {
-        // Another caller reconnected while this one waited for the lock.
-        if link.is_open() {
-            return Ok(link.channel.clone());
-        }
+    // Another caller may have reconnected while this one waited for the lock.
+    if let Some(channel) = state.open_channel() {
+        return Ok(channel);
+    }
+    if state.link.is_some() {
         log::warn!("the publisher's RabbitMQ connection is closed; reconnecting");
         state.link = None;
     }
@@ -162,7 +189,7 @@ async fn reconnect(
             retry_in: retry_at - now,
         });
     }
-    match open_link(&settings, timeout).await {
+    match open_link(&settings, backoff.attempt_timeout).await {
         Ok(link) => {
             log::info!(
                 "connected to RabbitMQ at {}; topology declared (exchange {:?}, queue {:?})",
@@ -173,13 +200,13 @@ async fn reconnect(
             let channel = link.channel.clone();
             state.link = Some(link);
             state.retry_at = None;
-            state.retry_delay = FIRST_RETRY_DELAY;
+            state.retry_delay = backoff.initial_delay;
             Ok(channel)
         }
         Err(error) => {
             log::warn!("RabbitMQ connection failed: {error}; next attempt in {:?}", state.retry_delay);
             state.retry_at = Some(Instant::now() + state.retry_delay);
-            state.retry_delay = (state.retry_delay * 2).min(MAX_RETRY_DELAY);
+            state.retry_delay = backoff.next_delay(state.retry_delay);
             state.last_error = error.to_string();
             Err(error.into())
         }

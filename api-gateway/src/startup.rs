@@ -9,13 +9,14 @@ use actix_web::middleware::Logger;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use shared_model::db::{self, DbPool};
+use shared_model::settings::DatabaseSettings;
 
 use crate::cache::CompletedReports;
 use crate::error::{ApiError, json_error_bodies, unknown_route};
 use crate::outbox::{OutboxRelay, RelaySettings};
 use crate::publisher::JobPublisher;
 use crate::routes;
-use crate::settings::Settings;
+use crate::settings::{GatewaySettings, Settings};
 use crate::state::AppState;
 
 pub struct Application {
@@ -34,77 +35,23 @@ impl Application {
         Self::build_with_listener(settings, listener).await
     }
 
+    /// As [`Application::build`], on a listener the caller bound (tests bind port 0 and read the port).
     pub async fn build_with_listener(settings: Settings, listener: TcpListener) -> anyhow::Result<Application> {
         settings.gateway.validate()?;
-        let url = settings.database.url.clone();
-        let pool_size = settings.database.pool_size.max(1);
-        // Migrations on a connection of their own (MySQL DDL commits implicitly), then the pool, whose
-        // first connection is opened here: both block, so neither runs on the async thread.
-        let pool = tokio::task::spawn_blocking(move || -> anyhow::Result<DbPool> {
-            let mut conn = db::connect(&url)?;
-            let applied = db::run_migrations(&mut conn)?;
-            if !applied.is_empty() {
-                log::info!("migrations applied: {}", applied.join(", "));
-            }
-            Ok(db::pool(&url, pool_size)?)
-        })
-        .await
-        .context("the database start-up task stopped")??;
-        let publisher = Arc::new(JobPublisher::new(
-            settings.amqp.clone(),
-            settings.gateway.amqp_connect_timeout(),
-            tokio::runtime::Handle::current(),
-        ));
-        let relay = OutboxRelay::new(
-            pool.clone(),
-            publisher.clone(),
-            RelaySettings {
-                interval: settings.gateway.relay_interval(),
-                grace: settings.gateway.relay_grace(),
-                batch: settings.gateway.relay_batch,
-                publish_timeout: settings.gateway.publish_timeout(),
-            },
-        );
-        let workers = match settings.gateway.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
-        // Each worker has its own blocking pool; together they hold at least one thread per pooled
-        // connection, so no connection sits idle while a query waits for a thread.
-        let blocking_threads_per_worker = (pool_size as usize).div_ceil(workers).max(1);
+        let pool = open_database(&settings.database).await?;
+        let (publisher, relay) = publisher_and_relay(&settings, &pool);
         let port = listener.local_addr().context("the listener has no local address")?.port();
-        let state = web::Data::new(AppState {
+        let state = AppState {
             pool: pool.clone(),
             publisher: publisher.clone(),
             completed: CompletedReports::new(settings.gateway.completed_cache_entries),
             settings: settings.gateway.clone(),
-        });
-        let server =
-            HttpServer::new(move || {
-                App::new()
-                    .wrap(json_error_bodies())
-                    .wrap(Logger::new("%a \"%r\" %s %b %Dms"))
-                    .app_data(state.clone())
-                    .app_data(web::QueryConfig::default().error_handler(|error, _| {
-                        ApiError::BadRequest(format!("the query string is not valid: {error}")).into()
-                    }))
-                    .app_data(web::PathConfig::default().error_handler(|error, _| {
-                        ApiError::BadRequest(format!("the path is not valid: {error}")).into()
-                    }))
-                    .configure(routes::health::configure)
-                    .configure(routes::reports::configure)
-                    .configure(routes::metrics::configure)
-                    .configure(routes::openapi::configure)
-                    .default_service(web::to(unknown_route))
-            })
-            .workers(workers)
-            .worker_max_blocking_threads(blocking_threads_per_worker)
-            .shutdown_timeout(settings.gateway.shutdown_timeout_s)
-            .listen(listener)
-            .context("cannot serve on the listener")?
-            .run();
+        };
+        let workers = http_workers(&settings.gateway);
+        let server = http_server(state, listener, workers, &settings)?;
         log::info!(
-            "api-gateway on port {port}: {workers} workers, {pool_size} MySQL connections, database {}, RabbitMQ {}",
+            "api-gateway on port {port}: {workers} workers, {} MySQL connections, database {}, RabbitMQ {}",
+            settings.database.pool_size.max(1),
             db::redact_url(&settings.database.url),
             db::redact_url(&settings.amqp.url)
         );
@@ -119,14 +66,15 @@ impl Application {
         &self.pool
     }
 
-    /// Serves until the server stops (SIGTERM / SIGINT: stop accepting, finish requests in flight), with
-    /// the outbox relay running beside it; then stops the relay and closes the broker connection.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+    /// Serves, with the outbox relay running beside it, until `shutdown` resolves (main passes SIGTERM /
+    /// SIGINT; tests their own signal): then the server stops accepting and finishes the requests in
+    /// flight (up to `gateway.shutdown_timeout_s`), the relay stops and the broker connection is closed.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
         let relay = tokio::spawn(self.relay.run_until(async {
             let _ = relay_stopped.await;
         }));
-        let served = self.server.await;
+        let served = serve_until(self.server, shutdown).await;
         let _ = stop_relay.send(());
         if let Err(error) = relay.await {
             log::warn!("the outbox relay ended badly: {error}");
@@ -134,4 +82,90 @@ impl Application {
         self.publisher.close().await;
         served
     }
+}
+
+/// Migrations, then the pool, whose first connection is opened here: both block, so neither runs on the
+/// async thread.
+async fn open_database(settings: &DatabaseSettings) -> anyhow::Result<DbPool> {
+    let settings = settings.clone();
+    let pool = tokio::task::spawn_blocking(move || db::migrate_then_pool(&settings))
+        .await
+        .context("the database start-up task stopped")??;
+    Ok(pool)
+}
+
+/// The publisher (it connects on first use, on this runtime) and the outbox relay that publishes through it
+/// (not running yet: `run_until_stopped` runs it beside the server).
+fn publisher_and_relay(settings: &Settings, pool: &DbPool) -> (Arc<JobPublisher>, OutboxRelay) {
+    let publisher = Arc::new(JobPublisher::new(
+        settings.amqp.clone(),
+        settings.gateway.amqp_connect_timeout(),
+        tokio::runtime::Handle::current(),
+    ));
+    let relay = OutboxRelay::new(
+        pool.clone(),
+        publisher.clone(),
+        RelaySettings {
+            interval: settings.gateway.relay_interval(),
+            grace: settings.gateway.relay_grace(),
+            batch: settings.gateway.relay_batch,
+            publish_timeout: settings.gateway.publish_timeout(),
+        },
+    );
+    (publisher, relay)
+}
+
+fn http_workers(settings: &GatewaySettings) -> usize {
+    match settings.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
+/// The HTTP server on `listener`, not yet polled. Its signal handling is off: the caller's shutdown
+/// future decides when it stops (see [`serve_until`]).
+fn http_server(state: AppState, listener: TcpListener, workers: usize, settings: &Settings) -> anyhow::Result<Server> {
+    // Each worker has its own blocking pool; together they hold at least one thread per pooled
+    // connection, so no connection sits idle while a query waits for a thread.
+    let blocking_threads_per_worker = (settings.database.pool_size.max(1) as usize).div_ceil(workers).max(1);
+    let state = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(json_error_bodies())
+            .wrap(Logger::new("%a \"%r\" %s %b %Dms"))
+            .app_data(state.clone())
+            .app_data(web::QueryConfig::default().error_handler(|error, _| {
+                ApiError::BadRequest(format!("the query string is not valid: {error}")).into()
+            }))
+            .app_data(
+                web::PathConfig::default()
+                    .error_handler(|error, _| ApiError::BadRequest(format!("the path is not valid: {error}")).into()),
+            )
+            .configure(routes::health::configure)
+            .configure(routes::reports::configure)
+            .configure(routes::metrics::configure)
+            .configure(routes::openapi::configure)
+            .default_service(web::to(unknown_route))
+    })
+    .workers(workers)
+    .worker_max_blocking_threads(blocking_threads_per_worker)
+    .shutdown_timeout(settings.gateway.shutdown_timeout_s)
+    .disable_signals()
+    .listen(listener)
+    .context("cannot serve on the listener")?
+    .run();
+    Ok(server)
+}
+
+/// Polls `server` until it ends by itself or `shutdown` resolves; then stops it gracefully (no new
+/// connections, requests in flight finish within the shutdown timeout) and waits for it.
+async fn serve_until(server: Server, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    let handle = server.handle();
+    let mut server = std::pin::pin!(server);
+    tokio::select! {
+        served = &mut server => return served,
+        () = shutdown => log::info!("shutting down: no new connections; finishing the requests in flight"),
+    }
+    let ((), served) = tokio::join!(handle.stop(true), server);
+    served
 }

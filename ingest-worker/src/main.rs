@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use ingest_worker::{Settings, load_once, scheduler};
-use log::{error, info};
+use log::error;
 use shared_model::db;
 
 const USAGE: &str = "\
@@ -57,7 +57,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     let settings: Settings = shared_model::settings::load().context("cannot read the settings")?;
-    migrate(&settings)?;
+    db::migrate(&settings.database.url)?;
     match command {
         Command::Migrate | Command::Help => Ok(ExitCode::SUCCESS),
         Command::Once => {
@@ -69,48 +69,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(scheduler::run(settings, shutdown_signal()));
+            runtime.block_on(scheduler::run(settings, shared_model::shutdown::signalled()));
             Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let mut conn = db::connect(&settings.database.url)?;
-    let applied = db::run_migrations(&mut conn)?;
-    if applied.is_empty() {
-        info!("database schema up to date ({})", db::redact_url(&settings.database.url));
-    } else {
-        info!("applied migrations {} to {}", applied.join(", "), db::redact_url(&settings.database.url));
-    }
-    Ok(())
-}
-
-/// Completes on Ctrl-C or SIGTERM (what `docker stop` sends).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            error!("cannot listen for Ctrl-C: {e}");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                error!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => info!("Ctrl-C received"),
-        () = terminate => info!("SIGTERM received"),
     }
 }
 

@@ -29,6 +29,7 @@ use shared_model::db::{self, DbPool};
 use shared_model::messages::ReportJob;
 use shared_model::models::reports;
 use shared_model::queue;
+use shared_model::settings::DatabaseSettings;
 use tokio::task::JoinSet;
 
 use crate::job::{Disposition, JobDelivery, JobHandler};
@@ -52,18 +53,14 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
 /// has a connection for its read and writes and another for its progress ticker.
 pub async fn open_database(settings: &Settings) -> anyhow::Result<DbPool> {
     settings.worker.validate()?;
-    let url = settings.database.url.clone();
-    let size = settings.database.pool_size.max(2 * u32::from(settings.worker.prefetch) + 1);
-    tokio::task::spawn_blocking(move || -> anyhow::Result<DbPool> {
-        let mut conn = db::connect(&url)?;
-        let applied = db::run_migrations(&mut conn)?;
-        if !applied.is_empty() {
-            log::info!("applied migrations {}", applied.join(", "));
-        }
-        Ok(db::pool(&url, size)?)
-    })
-    .await
-    .context("the MySQL start-up task panicked")?
+    let database = DatabaseSettings {
+        pool_size: settings.database.pool_size.max(2 * u32::from(settings.worker.prefetch) + 1),
+        ..settings.database.clone()
+    };
+    let pool = tokio::task::spawn_blocking(move || db::migrate_then_pool(&database))
+        .await
+        .context("the MySQL start-up task panicked")??;
+    Ok(pool)
 }
 
 /// Consumes jobs with `handler` until `shutdown` resolves, reconnecting to the broker when the connection

@@ -7,6 +7,8 @@ use diesel::sql_types::{BigInt, Text, Unsigned};
 use diesel::{QueryResult, QueryableByName, RunQueryDsl, sql_query};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
+use crate::settings::DatabaseSettings;
+
 pub type DbPool = Pool<ConnectionManager<MysqlConnection>>;
 pub type DbConn = PooledConnection<ConnectionManager<MysqlConnection>>;
 
@@ -133,6 +135,26 @@ where
             Err(e)
         }
     }
+}
+
+/// What every service does at start: applies pending migrations on a connection of its own (MySQL DDL
+/// commits implicitly, so it must not run inside a pooled session that may hold a transaction), then
+/// builds the pool of `settings.pool_size` connections (at least one). Blocks: call it off the async
+/// threads (`spawn_blocking`).
+pub fn migrate_then_pool(settings: &DatabaseSettings) -> Result<DbPool, DbError> {
+    migrate(&settings.url)?;
+    pool(&settings.url, settings.pool_size.max(1))
+}
+
+/// Applies pending migrations on a connection of its own and logs what it did.
+pub fn migrate(url: &str) -> Result<(), DbError> {
+    let applied = run_migrations(&mut connect(url)?)?;
+    if applied.is_empty() {
+        log::info!("database schema up to date ({})", redact_url(url));
+    } else {
+        log::info!("applied migrations {} to {}", applied.join(", "), redact_url(url));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -96,6 +96,12 @@ impl RetryPolicy {
     pub fn once(attempt_timeout: Duration) -> Self {
         Self { give_up_after: Some(Duration::ZERO), attempt_timeout, ..Self::default() }
     }
+
+    /// The delay after one of `delay`: doubled, at most `max_delay`. For callers that keep their own
+    /// schedule of attempts (the gateway's publisher fails requests fast instead of sleeping in [`connect`]).
+    pub fn next_delay(&self, delay: Duration) -> Duration {
+        delay.saturating_mul(2).min(self.max_delay)
+    }
 }
 
 /// One connection attempt. `connection_name` is what the management UI shows for the connection.
@@ -123,7 +129,7 @@ pub async fn connect(url: &str, connection_name: &str, retry: &RetryPolicy) -> R
                 }
                 log::warn!("{error}; retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(retry.max_delay);
+                delay = retry.next_delay(delay);
             }
         }
     }

@@ -8,8 +8,10 @@
 use std::fmt::Write as _;
 
 use actix_web::{HttpResponse, web};
-use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Double, Nullable, Text};
+use diesel::QueryResult;
+use diesel::mysql::MysqlConnection;
+use shared_model::models::loads::{self, FileTotals};
+use shared_model::models::reports::{self, ReportStatus};
 
 use crate::db;
 use crate::error::{ApiError, method_not_allowed};
@@ -24,65 +26,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-#[derive(QueryableByName)]
-struct CountBy {
-    #[diesel(sql_type = Text)]
-    label: String,
-    #[diesel(sql_type = BigInt)]
-    count: i64,
-}
-
-#[derive(QueryableByName)]
-struct LoadTotals {
-    #[diesel(sql_type = Text)]
-    file_kind: String,
-    #[diesel(sql_type = BigInt)]
-    loads: i64,
-    #[diesel(sql_type = BigInt)]
-    failed: i64,
-    #[diesel(sql_type = BigInt)]
-    rows_loaded: i64,
-    #[diesel(sql_type = BigInt)]
-    rows_rejected: i64,
-}
-
-#[derive(QueryableByName)]
-struct Duration {
-    #[diesel(sql_type = Nullable<Double>)]
-    seconds: Option<f64>,
-}
-
 struct Snapshot {
-    reports: Vec<CountBy>,
+    reports: Vec<(ReportStatus, i64)>,
     outbox: i64,
     durations: Vec<f64>,
-    loads: Vec<LoadTotals>,
+    loads: Vec<FileTotals>,
 }
 
 fn read_snapshot(conn: &mut MysqlConnection) -> QueryResult<Snapshot> {
-    let reports =
-        diesel::sql_query("SELECT status AS label, COUNT(*) AS count FROM reports GROUP BY status").load(conn)?;
-    let outbox = diesel::sql_query(
-        "SELECT 'outbox' AS label, COUNT(*) AS count FROM reports WHERE status = 'Running' AND queued_at IS NULL",
-    )
-    .get_result::<CountBy>(conn)?
-    .count;
-    // Trigger to completion, as a user waits for it; computed in SQL so only numbers cross the wire.
-    let durations = diesel::sql_query(
-        "SELECT TIMESTAMPDIFF(MICROSECOND, created_at, finished_at) / 1e6 AS seconds \
-         FROM reports WHERE status = 'Complete' AND finished_at IS NOT NULL",
-    )
-    .load::<Duration>(conn)?
-    .into_iter()
-    .filter_map(|d| d.seconds)
-    .collect();
-    let loads = diesel::sql_query(
-        "SELECT file_kind, COUNT(*) AS loads, CAST(SUM(status = 'failed') AS SIGNED) AS failed, \
-         CAST(SUM(rows_loaded) AS SIGNED) AS rows_loaded, CAST(SUM(rows_rejected) AS SIGNED) AS rows_rejected \
-         FROM loads GROUP BY file_kind ORDER BY file_kind",
-    )
-    .load(conn)?;
-    Ok(Snapshot { reports, outbox, durations, loads })
+    Ok(Snapshot {
+        reports: reports::count_by_status(conn)?,
+        outbox: reports::count_unconfirmed(conn)?,
+        durations: reports::completion_seconds(conn)?,
+        loads: loads::totals_by_file(conn)?,
+    })
 }
 
 async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -101,10 +58,8 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: impl In
 
 fn render(s: &Snapshot, publish_failures: u64) -> String {
     let mut out = String::with_capacity(4096);
-    let reports = ["Running", "Complete", "Failed"].map(|status| {
-        let count = s.reports.iter().find(|r| r.label == status).map_or(0, |r| r.count);
-        (format!("{{status=\"{status}\"}}"), count.to_string())
-    });
+    let reports =
+        s.reports.iter().map(|(status, count)| (format!("{{status=\"{}\"}}", status.as_str()), count.to_string()));
     family(&mut out, "restaurant_monitor_reports", "gauge", "Reports by status.", reports);
     family(
         &mut out,
@@ -131,7 +86,7 @@ fn render(s: &Snapshot, publish_failures: u64) -> String {
         histogram,
     );
 
-    let per_file = |value: fn(&LoadTotals) -> i64| -> Vec<(String, String)> {
+    let per_file = |value: fn(&FileTotals) -> i64| -> Vec<(String, String)> {
         s.loads.iter().map(|l| (format!("{{file=\"{}\"}}", l.file_kind), value(l).to_string())).collect()
     };
     family(

@@ -6,21 +6,21 @@ use std::sync::Arc;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use shared_model::db::DbPool;
-use shared_model::messages::ReportJob;
 use shared_model::models::reports::{self, Progress, ReportChunk, ReportStatus};
 
 use crate::cache::CompletedReport;
 use crate::db;
 use crate::error::{ApiError, method_not_allowed};
+use crate::publisher;
 use crate::state::AppState;
 
 /// Tells a client that asked for CSV what it got (and one that polls with `Accept: text/csv` whether
 /// the body is the report or a status).
-pub const REPORT_STATUS_HEADER: &str = "X-Report-Status";
+pub const REPORT_STATUS_HEADER: header::HeaderName = header::HeaderName::from_static("x-report-status");
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -65,10 +65,7 @@ async fn trigger_report(
         let report_id = report_id.clone();
         db::call(&state.pool, move |conn| reports::create(conn, &report_id, created_at.naive_utc())).await?;
     }
-    let job = ReportJob {
-        report_id: report_id.clone(),
-        requested_at: created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-    };
+    let job = publisher::report_job(&report_id, created_at);
     match state.publisher.publish(&job, state.settings.publish_timeout()).await {
         Ok(()) => {
             let id = report_id.clone();
@@ -141,7 +138,7 @@ async fn download(state: web::Data<AppState>, report_id: web::Path<String>) -> R
             let error = format!("report {report_id} is still running; download it once its status is Complete");
             let body = serde_json::to_value(Running {
                 report_id: &report_id,
-                status: "Running",
+                status: ReportStatus::Running.as_str(),
                 progress,
                 error: Some(error),
             })
@@ -149,8 +146,12 @@ async fn download(state: web::Data<AppState>, report_id: web::Path<String>) -> R
             Err(ApiError::NotComplete { report_id, body })
         }
         ReportView::Failed { error } => {
-            let body = serde_json::to_value(Failed { report_id: &report_id, status: "Failed", error: &error })
-                .map_err(ApiError::internal)?;
+            let body = serde_json::to_value(Failed {
+                report_id: &report_id,
+                status: ReportStatus::Failed.as_str(),
+                error: &error,
+            })
+            .map_err(ApiError::internal)?;
             Err(ApiError::NotComplete { report_id, body })
         }
     }
@@ -219,7 +220,7 @@ async fn load_view(state: &AppState, report_id: &str) -> Result<ReportView, ApiE
         },
         ReportStatus::Complete => {
             let completed = Arc::new(CompletedReport {
-                as_of: report.as_of.map(|t| t.and_utc().to_rfc3339_opts(SecondsFormat::Micros, true)),
+                as_of: report.as_of.map(|t| crate::rfc3339_micros(t.and_utc())),
                 stores: report.store_count.unwrap_or(0),
                 csv_bytes: report.csv_bytes,
             });
@@ -256,8 +257,7 @@ async fn report_answer(state: &AppState, request: &HttpRequest, report_id: Strin
     };
     let headers = response.headers_mut();
     headers.insert(header::VARY, header::HeaderValue::from_static("Accept"));
-    headers
-        .insert(header::HeaderName::from_static("x-report-status"), header::HeaderValue::from_static(status.as_str()));
+    headers.insert(REPORT_STATUS_HEADER, header::HeaderValue::from_static(status.as_str()));
     Ok(response)
 }
 
@@ -330,7 +330,9 @@ async fn csv_response(
         return Err(ApiError::internal(anyhow::anyhow!("report_id={report_id} is Complete but has no stored CSV")));
     }
     let mut response = HttpResponse::Ok();
-    response.content_type("text/csv; charset=utf-8").insert_header((REPORT_STATUS_HEADER, "Complete"));
+    response
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((REPORT_STATUS_HEADER, ReportStatus::Complete.as_str()));
     if attachment {
         response
             .insert_header((header::CONTENT_DISPOSITION, format!("attachment; filename=\"report-{report_id}.csv\"")));

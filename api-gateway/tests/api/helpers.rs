@@ -114,6 +114,8 @@ impl Drop for TestTopology {
 }
 
 pub struct TestApp {
+    /// Dropped first: the gateway stops (gracefully) when the test ends.
+    _stop: tokio::sync::oneshot::Sender<()>,
     pub address: String,
     pub port: u16,
     pub pool: DbPool,
@@ -156,9 +158,21 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     let application = Application::build_with_listener(settings.clone(), listener).await.expect("the gateway starts");
     let port = application.port();
     let pool = application.pool().clone();
-    tokio::spawn(application.run_until_stopped());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(application.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-    TestApp { address: format!("http://127.0.0.1:{port}"), port, pool, settings, client, topology, _database: database }
+    TestApp {
+        _stop: stop,
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        pool,
+        settings,
+        client,
+        topology,
+        _database: database,
+    }
 }
 
 /// A port nothing listens on.

@@ -190,3 +190,31 @@ pub fn settled_load_id(conn: &mut MysqlConnection) -> QueryResult<u64> {
         None => summary.max_id.unwrap_or(0),
     })
 }
+
+/// What the loads of one file kind add up to, every load since the database was created.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct FileTotals {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub file_kind: String,
+    /// Loads of every outcome, running ones included.
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub loads: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub failed: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub rows_loaded: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub rows_rejected: i64,
+}
+
+/// The totals of each file kind that was ever loaded, by file kind. Summed in SQL: the table keeps every
+/// load for ever, and only a row per kind needs to cross the wire.
+pub fn totals_by_file(conn: &mut MysqlConnection) -> QueryResult<Vec<FileTotals>> {
+    diesel::sql_query(
+        "SELECT file_kind, COUNT(*) AS loads, CAST(SUM(status = ?) AS SIGNED) AS failed, \
+         CAST(SUM(rows_loaded) AS SIGNED) AS rows_loaded, CAST(SUM(rows_rejected) AS SIGNED) AS rows_rejected \
+         FROM loads GROUP BY file_kind ORDER BY file_kind",
+    )
+    .bind::<diesel::sql_types::Varchar, _>(LoadStatus::Failed)
+    .load(conn)
+}

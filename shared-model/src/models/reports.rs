@@ -47,6 +47,9 @@ pub enum ReportStatus {
 text_enum!(ReportStatus, Running => "Running", Complete => "Complete", Failed => "Failed");
 
 impl ReportStatus {
+    /// Every status, in the order the API documents them.
+    pub const ALL: [ReportStatus; 3] = [ReportStatus::Running, ReportStatus::Complete, ReportStatus::Failed];
+
     /// A status this code does not know reads as Running, so a newer writer's state is never taken for
     /// finished work.
     fn from_word(word: &str) -> Option<ReportStatus> {
@@ -380,6 +383,49 @@ pub fn read_csv(conn: &mut MysqlConnection, report_id: &str) -> QueryResult<Vec<
         .select(report_chunks::data)
         .load(conn)?;
     Ok(chunks.concat())
+}
+
+/// How many reports are in each status; a status with no report counts 0. A row whose status is none of
+/// [`ReportStatus::ALL`] (spelled otherwise, written by newer code) is left out rather than guessed at.
+pub fn count_by_status(conn: &mut MysqlConnection) -> QueryResult<Vec<(ReportStatus, i64)>> {
+    let groups: Vec<(String, i64)> =
+        reports::table.group_by(reports::status).select((reports::status, diesel::dsl::count_star())).load(conn)?;
+    Ok(ReportStatus::ALL
+        .into_iter()
+        .map(|status| {
+            let count = groups.iter().find(|(text, _)| text == status.as_str()).map_or(0, |(_, count)| *count);
+            (status, count)
+        })
+        .collect())
+}
+
+/// Running reports whose job the broker has not confirmed (`queued_at` NULL), started or not: what an
+/// operator watches to see that the gateway cannot reach the broker. Wider than [`outbox`], which leaves
+/// out reports a worker has already started.
+pub fn count_unconfirmed(conn: &mut MysqlConnection) -> QueryResult<i64> {
+    reports::table
+        .filter(reports::status.eq(ReportStatus::Running))
+        .filter(reports::queued_at.is_null())
+        .count()
+        .get_result(conn)
+}
+
+#[derive(QueryableByName)]
+struct Seconds {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Double>)]
+    seconds: Option<f64>,
+}
+
+/// Seconds from trigger to completion of every Complete report, as a user waits for it. Computed in SQL
+/// so only numbers cross the wire.
+pub fn completion_seconds(conn: &mut MysqlConnection) -> QueryResult<Vec<f64>> {
+    let rows: Vec<Seconds> = diesel::sql_query(
+        "SELECT TIMESTAMPDIFF(MICROSECOND, created_at, finished_at) / 1e6 AS seconds \
+         FROM reports WHERE status = ? AND finished_at IS NOT NULL",
+    )
+    .bind::<diesel::sql_types::Varchar, _>(ReportStatus::Complete)
+    .load(conn)?;
+    Ok(rows.into_iter().filter_map(|row| row.seconds).collect())
 }
 
 #[cfg(test)]
