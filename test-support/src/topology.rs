@@ -14,12 +14,6 @@ pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| AmqpSettings::default().url)
 }
 
-/// A port nothing listens on (a broker or server that is down).
-pub fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local address").port()
-}
-
 /// The topology names of one test ([`AmqpSettings::with_suffix`]). On drop, every queue and exchange the
 /// services declare is deleted with its messages: the job topology and the worker's failed-marker queue.
 pub struct TestTopology {
