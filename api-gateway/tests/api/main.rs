@@ -7,6 +7,4 @@ mod health;
 mod helpers;
 mod observability;
 mod outbox;
-mod queue;
-mod reports_model;
 mod trigger;
