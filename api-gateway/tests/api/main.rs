@@ -1,6 +1,8 @@
-//! Tests of the gateway against a real MariaDB and RabbitMQ, each with its own database and queues.
+//! Tests of the gateway against a real MariaDB and RabbitMQ, each with its own database and queues, and
+//! the whole report path in one process (`end_to_end`). One test binary for the crate.
 
 mod download;
+mod end_to_end;
 mod errors;
 mod get_report;
 mod health;
