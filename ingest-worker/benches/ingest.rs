@@ -7,16 +7,14 @@
 //! files, a reload after 1 % new polls were appended, and a reload after an edit in the middle of the
 //! polls file (the whole-file upsert path). `RUST_LOG=info` shows the worker's own progress lines.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use common::{TempDir, TestDb, count};
+use diesel::RunQueryDsl as _;
 use ingest_worker::{RunReport, Settings, load_once};
 use shared_model::input::{DataFiles, FileKind};
+use test_support::{TempDir, TestDatabase};
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
@@ -34,8 +32,8 @@ fn main() {
     for extra in [&source.hours, &source.zones].into_iter().flatten() {
         copy_into(&folder.path, extra);
     }
-    let database = TestDb::migrated_with_prefix("rm_bench_ingest_");
-    let settings = Settings::new(database.url.clone(), folder.path.clone());
+    let database = TestDatabase::with_prefix("rm_bench_ingest_");
+    let settings = Settings::new(database.url(), folder.path.clone());
     let mut conn = database.conn();
 
     let (first, seconds) = timed(&settings);
@@ -51,7 +49,7 @@ fn main() {
 
     let appended = append_one_percent(&polls_path);
     let (grown, seconds) = timed(&settings);
-    let in_db = count(&mut conn, "polls");
+    let in_db = count_polls(&mut conn);
     println!(
         "reload, 1 % appended:     {seconds:6.2} s  ({appended} rows appended, {in_db} polls in the database; {})",
         breakdown(&grown)
@@ -129,4 +127,10 @@ fn edit_first_row(path: &Path) {
         row.replacen(",active", ",inactive", 1)
     };
     std::fs::write(path, format!("{}{edited}{}", &text[..header_end], &text[line_end..])).expect("write polls");
+}
+
+fn count_polls(conn: &mut diesel::mysql::MysqlConnection) -> i64 {
+    use diesel::QueryDsl as _;
+    use shared_model::schema::polls;
+    polls::table.count().get_result(conn).expect("count polls")
 }
