@@ -16,11 +16,9 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use diesel::{Connection as _, MysqlConnection, RunQueryDsl};
-use shared_model::db;
 use shared_model::models::reports::{self, Chunking, FinishedReport};
-use shared_model::queue;
 use shared_model::settings::AmqpSettings;
+use test_support::{TestDatabase, TestTopology, sample_csv};
 
 const TARGET_REQUESTS_PER_SECOND: f64 = 5_000.0;
 const TARGET_P99_MS: f64 = 10.0;
@@ -29,19 +27,14 @@ const STORES: usize = 14_087;
 fn main() -> anyhow::Result<()> {
     let seconds: u32 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     let wrk = which("wrk").ok_or_else(|| anyhow::anyhow!("wrk is not installed (apt-get install wrk)"))?;
-    let suffix = format!("bench{}", std::process::id());
-    let scratch = ScratchDatabase::create(&format!("rm_bench_{suffix}"))?;
-    let amqp = AmqpSettings {
-        url: std::env::var("AMQP_URL").unwrap_or_else(|_| AmqpSettings::default().url),
-        ..AmqpSettings::default()
-    }
-    .with_suffix(&suffix);
-    let _topology = ScratchTopology(amqp.clone());
+    // A migrated scratch database and RabbitMQ names of the bench's own, both removed at the end.
+    let scratch = TestDatabase::with_prefix("rm_bench_");
+    let topology = TestTopology::new();
+    let amqp = topology.amqp.clone();
 
     let report_id = nanoid::nanoid!();
     {
-        let mut conn = db::connect(&scratch.url)?;
-        db::run_migrations(&mut conn)?;
+        let mut conn = scratch.conn();
         reports::create(&mut conn, &report_id, chrono::Utc::now().naive_utc())?;
         let csv = sample_csv(STORES);
         reports::store_complete(
@@ -57,7 +50,7 @@ fn main() -> anyhow::Result<()> {
     for (label, cache_entries) in
         [("cache of completed reports on (default)", "100000"), ("cache off: MySQL per request", "0")]
     {
-        let gateway = Gateway::start(&scratch.url, &amqp, cache_entries)?;
+        let gateway = Gateway::start(scratch.url(), &amqp, cache_entries)?;
         let url = format!("http://127.0.0.1:{}/get_report/{report_id}", gateway.port);
         // Warm the connections and the cache before measuring.
         run_wrk(&wrk, &url, 2)?;
@@ -143,64 +136,6 @@ fn millis(text: &str) -> Option<f64> {
     }
 }
 
-struct ScratchDatabase {
-    name: String,
-    url: String,
-    server: String,
-}
-
-impl ScratchDatabase {
-    fn create(name: &str) -> anyhow::Result<ScratchDatabase> {
-        let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/x".into());
-        let after_scheme = url.find("://").map_or(0, |i| i + 3);
-        let server = match url[after_scheme..].find('/') {
-            Some(slash) => url[..after_scheme + slash].to_owned(),
-            None => url.clone(),
-        };
-        let mut conn = MysqlConnection::establish(&format!("{server}/mysql"))?;
-        diesel::sql_query(format!("CREATE DATABASE `{name}`")).execute(&mut conn)?;
-        Ok(ScratchDatabase { name: name.to_owned(), url: format!("{server}/{name}"), server })
-    }
-}
-
-impl Drop for ScratchDatabase {
-    fn drop(&mut self) {
-        let dropped = MysqlConnection::establish(&format!("{}/mysql", self.server))
-            .map_err(anyhow::Error::from)
-            .and_then(|mut conn| {
-                diesel::sql_query(format!("DROP DATABASE IF EXISTS `{}`", self.name)).execute(&mut conn)?;
-                Ok(())
-            });
-        if let Err(error) = dropped {
-            eprintln!("could not drop the scratch database {}: {error}", self.name);
-        }
-    }
-}
-
-/// Deletes the bench's RabbitMQ names (declared by the gateway) at the end.
-struct ScratchTopology(AmqpSettings);
-
-impl Drop for ScratchTopology {
-    fn drop(&mut self) {
-        let settings = self.0.clone();
-        let deleted =
-            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string()).and_then(
-                |runtime| {
-                    runtime.block_on(async {
-                        let connection = queue::connect_once(&settings.url, "bench cleanup", Duration::from_secs(5))
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        let channel = connection.create_channel().await.map_err(|e| e.to_string())?;
-                        queue::delete_topology(&channel, &settings).await.map_err(|e| e.to_string())
-                    })
-                },
-            );
-        if let Err(error) = deleted {
-            eprintln!("could not delete the bench topology {}: {error}", self.0.queue);
-        }
-    }
-}
-
 /// The gateway binary as a child process, stopped with SIGTERM when dropped.
 struct Gateway {
     child: Child,
@@ -251,14 +186,4 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     response.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn sample_csv(stores: usize) -> Vec<u8> {
-    let mut csv = String::from(
-        "store_id,uptime_last_hour,uptime_last_day,uptime_last_week,downtime_last_hour,downtime_last_day,downtime_last_week\n",
-    );
-    for i in 0..stores {
-        csv.push_str(&format!("{:019},60.00,23.50,160.25,0.00,0.50,7.75\n", 1_000_000_000_000_000_000u64 + i as u64));
-    }
-    csv.into_bytes()
 }

@@ -7,15 +7,12 @@
 //! files, a reload after 1 % new polls were appended, and a reload after an edit in the middle of the
 //! polls file (the whole-file upsert path). `RUST_LOG=info` shows the worker's own progress lines.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use common::{TempDir, TestDb};
 use ingest_worker::{RunReport, Settings, load_once};
+use test_support::{TempDir, TestDatabase};
 use uptime_core::input::{DataFiles, FileKind};
 
 fn main() {
@@ -34,8 +31,8 @@ fn main() {
     for extra in [&source.hours, &source.zones].into_iter().flatten() {
         copy_into(&folder.path, extra);
     }
-    let database = TestDb::migrated_with_prefix("rm_bench_ingest_");
-    let settings = Settings::new(database.url.clone(), folder.path.clone());
+    let database = TestDatabase::with_prefix("rm_bench_ingest_");
+    let settings = Settings::new(database.url(), folder.path.clone());
     let mut conn = database.conn();
 
     let (first, seconds) = timed(&settings);

@@ -13,9 +13,9 @@ use lapin::types::FieldTable;
 use shared_model::queue::{self, DEAD_LETTER_ROUTING_KEY, QueueError};
 use shared_model::settings::AmqpSettings;
 
-/// The failed-marker queue of a topology: named after the dead-letter queue, so per-test suffixes carry over.
+/// The failed-marker queue of a topology ([`AmqpSettings::failed_marker_queue`], where every queue name lives).
 pub fn failed_marker_queue(amqp: &AmqpSettings) -> String {
-    format!("{}.mark-failed", amqp.dead_letter_queue)
+    amqp.failed_marker_queue()
 }
 
 /// Declares the job topology and the failed-marker queue.

@@ -73,6 +73,13 @@ impl AmqpSettings {
             ..self.clone()
         }
     }
+
+    /// The report worker's failed-marker queue: bound to the dead-letter exchange beside the dead-letter
+    /// queue and named after it, so per-test suffixes carry over. Named here, with the other queues, so
+    /// whoever deletes the topology (tests, scripts) knows it without depending on the worker.
+    pub fn failed_marker_queue(&self) -> String {
+        format!("{}.mark-failed", self.dead_letter_queue)
+    }
 }
 
 fn default_amqp_url() -> String {

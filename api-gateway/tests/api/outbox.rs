@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use shared_model::queue;
 
-use crate::helpers::{broker, closed_port, spawn_app_with, take_message};
+use crate::helpers::{closed_port, spawn_app_with, take_message};
 
 #[tokio::test]
 async fn a_report_triggered_while_the_broker_is_down_is_queued_by_the_relay_later() {
@@ -19,10 +19,10 @@ async fn a_report_triggered_while_the_broker_is_down_is_queued_by_the_relay_late
     assert_eq!(polled["status"], "Running");
 
     // The broker "comes back": a relay that reaches it publishes the job.
-    let good = app.topology.settings.clone();
+    let good = app.topology.amqp.clone();
     let relay = app.start_relay(Duration::from_millis(300));
 
-    let (_connection, channel) = broker(&good).await;
+    let (_connection, channel) = app.topology.channel().await;
     let message = take_message(&channel, &good.queue, Duration::from_secs(10)).await.expect("the job arrives");
     relay.stop().await;
 
@@ -45,8 +45,8 @@ async fn the_relay_leaves_young_and_queued_reports_alone() {
 
     assert_eq!(pass.published, 0);
     assert!(app.report(&young).queued_at.is_none());
-    let (_connection, channel) = broker(&app.topology.settings).await;
-    let only = take_message(&channel, &app.topology.settings.queue, Duration::from_secs(5)).await.expect("job");
+    let (_connection, channel) = app.topology.channel().await;
+    let only = take_message(&channel, &app.topology.amqp.queue, Duration::from_secs(5)).await.expect("job");
     assert_eq!(only.properties.message_id().as_ref().map(|s| s.as_str()), Some(queued_id.as_str()));
-    assert!(take_message(&channel, &app.topology.settings.queue, Duration::from_millis(300)).await.is_none());
+    assert!(take_message(&channel, &app.topology.amqp.queue, Duration::from_millis(300)).await.is_none());
 }

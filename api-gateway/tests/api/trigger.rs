@@ -4,7 +4,7 @@ use shared_model::messages::ReportJob;
 use shared_model::models::reports::{ReportStatus, is_valid_report_id};
 use shared_model::queue;
 
-use crate::helpers::{broker, spawn_app, take_message};
+use crate::helpers::{spawn_app, take_message};
 
 #[tokio::test]
 async fn trigger_answers_202_with_location_and_queues_a_persistent_json_job() {
@@ -21,7 +21,7 @@ async fn trigger_answers_202_with_location_and_queues_a_persistent_json_job() {
     assert_eq!(body.as_object().map(|o| o.len()), Some(2), "only report_id and status: {body}");
     assert_eq!(location, format!("/get_report/{report_id}"));
 
-    let (_connection, channel) = broker(&app.settings.amqp).await;
+    let (_connection, channel) = app.topology.channel().await;
     let message = take_message(&channel, &app.settings.amqp.queue, Duration::from_secs(5)).await.expect("a job");
     let properties = &message.properties;
     assert_eq!(properties.delivery_mode(), &Some(2), "persistent");
@@ -56,7 +56,7 @@ async fn trigger_ignores_a_body_and_every_trigger_is_a_new_report() {
     let first: serde_json::Value = first.json().await.expect("json");
     let second: serde_json::Value = second.json().await.expect("json");
     assert_ne!(first["report_id"], second["report_id"]);
-    let (_connection, channel) = broker(&app.settings.amqp).await;
+    let (_connection, channel) = app.topology.channel().await;
     for _ in 0..2 {
         assert!(take_message(&channel, &app.settings.amqp.queue, Duration::from_secs(5)).await.is_some());
     }

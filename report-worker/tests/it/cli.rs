@@ -1,21 +1,14 @@
 //! The offline CLI, run as a user runs it: `report-worker compute --data <DIR> [--out <FILE>]`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
+use test_support::TempDir;
+
+use crate::helpers::fixture;
 
 fn compute(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_report-worker")).arg("compute").args(args).output().expect("runs the binary")
-}
-
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rm-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
 }
 
 fn assert_report_equals_expected(name: &str) {
@@ -55,7 +48,8 @@ fn defaults_and_bad_rows_report_and_summary() {
 
 #[test]
 fn out_file_gets_the_same_report() {
-    let dir = scratch_dir("out");
+    let scratch = TempDir::new();
+    let dir = scratch.path.clone();
     let out_file = dir.join("report.csv");
     let out = compute(&[
         "--data",
@@ -67,11 +61,11 @@ fn out_file_gets_the_same_report() {
     assert!(out.stdout.is_empty(), "nothing on stdout with --out");
     let expected = std::fs::read_to_string(fixture("worked-example").join("expected_report.csv")).expect("expected");
     assert_eq!(std::fs::read_to_string(&out_file).expect("written"), expected);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn assert_fails_cleanly(data: &Path, message_part: &str) {
-    let dir = scratch_dir(&format!("fail-{}", data.file_name().map_or("x".into(), |n| n.to_string_lossy())));
+    let scratch = TempDir::new();
+    let dir = scratch.path.clone();
     let out_file = dir.join("report.csv");
     let out = compute(&["--data", data.to_str().expect("utf-8"), "--out", out_file.to_str().expect("utf-8")]);
     assert!(!out.status.success(), "must fail for {}", data.display());
@@ -80,7 +74,6 @@ fn assert_fails_cleanly(data: &Path, message_part: &str) {
     assert!(stderr.contains(message_part), "{stderr:?} should mention {message_part:?}");
     assert!(!out_file.exists(), "no partial output");
     assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 0, "no temporary file left behind");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -90,27 +83,28 @@ fn missing_folder_is_a_one_line_error() {
 
 #[test]
 fn missing_polls_file_is_a_one_line_error() {
-    let dir = scratch_dir("no-polls");
+    let scratch = TempDir::new();
+    let dir = scratch.path.clone();
     std::fs::write(dir.join("timezones.csv"), "store_id,timezone_str\n").expect("write");
     assert_fails_cleanly(&dir, "no polls file");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn file_without_a_required_column_is_a_one_line_error() {
-    let dir = scratch_dir("no-column");
+    let scratch = TempDir::new();
+    let dir = scratch.path.clone();
     std::fs::write(dir.join("store_status.csv"), "store_id,timestamp_utc\nx,2024-01-01 00:00:00\n").expect("write");
     assert_fails_cleanly(&dir, "store_status.csv: missing required column \"status\"");
     std::fs::write(dir.join("store_status.csv"), "store_id,timestamp_utc,status\nx,2024-01-01 00:00:00,active\n")
         .expect("write");
     std::fs::write(dir.join("menu_hours.csv"), "store_id,day,start_time_local\n").expect("write");
     assert_fails_cleanly(&dir, "menu_hours.csv: missing required column \"end_time_local\"");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn absent_hours_and_zones_files_are_warnings_not_errors() {
-    let dir = scratch_dir("polls-only");
+    let scratch = TempDir::new();
+    let dir = scratch.path.clone();
     std::fs::write(dir.join("store_status.csv"), "store_id,timestamp_utc,status\nx,2024-01-01 00:00:00,inactive\n")
         .expect("write");
     let out = compute(&["--data", dir.to_str().expect("utf-8")]);
@@ -119,5 +113,4 @@ fn absent_hours_and_zones_files_are_warnings_not_errors() {
     assert!(stderr.contains("no business hours file: every store is open all the time"), "{stderr}");
     assert!(stderr.contains("no time zone file: every store is in America/Chicago"), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).ends_with("\nx,0.00,0.00,0.00,60.00,24.00,168.00\n"));
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,14 +1,11 @@
 //! Several workers and readers at once, the loop, and the binary's commands: against the real MariaDB,
 //! each test with its own database.
 
-mod common;
-
 use std::process::Command;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{TestDb, basic_folder, count, current_hours, loaded_at, polls};
 use diesel::connection::SimpleConnection as _;
 use diesel::{RunQueryDsl, sql_query};
 use ingest_worker::{INGEST_LOCK, IngestError, Settings, load_once_at, scheduler};
@@ -16,11 +13,13 @@ use shared_model::db;
 use shared_model::models::loads::LoadStatus;
 use uptime_core::input::FileKind;
 
+use crate::helpers::{TestDatabase, basic_folder, count, current_hours, loaded_at, polls};
+
 #[test]
 fn two_workers_loading_at_once_load_each_file_once() {
-    let db = TestDb::migrated();
+    let db = TestDatabase::new();
     let folder = basic_folder();
-    let settings = Settings::new(&db.url, &folder.path);
+    let settings = Settings::new(db.url(), &folder.path);
     let start = Barrier::new(2);
     let reports = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..2)
@@ -47,13 +46,13 @@ fn two_workers_loading_at_once_load_each_file_once() {
 
 #[test]
 fn migrations_started_twice_at_once_apply_once() {
-    let db = TestDb::empty("rm_t_");
+    let db = TestDatabase::empty("rm_t_");
     let start = Barrier::new(2);
     let applied: Vec<Vec<String>> = std::thread::scope(|scope| {
         let runs: Vec<_> = (0..2)
             .map(|_| {
                 scope.spawn(|| {
-                    let mut conn = db::connect(&db.url).expect("connect");
+                    let mut conn = db::connect(db.url()).expect("connect");
                     start.wait();
                     db::run_migrations(&mut conn).expect("no error in either process")
                 })
@@ -74,16 +73,26 @@ fn migrations_started_twice_at_once_apply_once() {
     assert_eq!(count(&mut conn, "__diesel_schema_migrations") as usize, all.len());
     assert_eq!(all.len(), total, "every migration applied");
     let folder = basic_folder();
-    assert!(load_once_at(&Settings::new(&db.url, &folder.path), loaded_at()).expect("run").succeeded());
+    assert!(load_once_at(&Settings::new(db.url(), &folder.path), loaded_at()).expect("run").succeeded());
+}
+
+#[derive(diesel::QueryableByName)]
+struct LockTaken {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Integer>)]
+    got: Option<i32>,
 }
 
 #[test]
 fn a_worker_that_cannot_get_the_lock_in_time_gives_up_without_writing() {
-    let db = TestDb::migrated();
+    let db = TestDatabase::new();
     let folder = basic_folder();
     let mut holder = db.conn();
-    sql_query(format!("DO GET_LOCK('{INGEST_LOCK}', 0)")).execute(&mut holder).expect("take the lock");
-    let settings = Settings { ingest_lock_wait_seconds: 1, ..Settings::new(&db.url, &folder.path) };
+    // The lock is the server's, and other tests' runs take it too: wait for it, and make sure it is held.
+    let taken: LockTaken = sql_query(format!("SELECT GET_LOCK('{INGEST_LOCK}', 60) AS got"))
+        .get_result(&mut holder)
+        .expect("take the lock");
+    assert_eq!(taken.got, Some(1), "the test holds the ingest lock");
+    let settings = Settings { ingest_lock_wait_seconds: 1, ..Settings::new(db.url(), &folder.path) };
     match load_once_at(&settings, loaded_at()) {
         Err(IngestError::LockTimeout { seconds: 1, .. }) => {}
         other => panic!("expected a lock timeout, got {other:?}"),
@@ -107,10 +116,10 @@ fn hours_file(stores: usize, weekday: u8) -> String {
 #[test]
 fn readers_never_see_a_mix_of_two_hours_files() {
     const STORES: usize = 3_000;
-    let db = TestDb::migrated();
+    let db = TestDatabase::new();
     let folder = basic_folder();
     folder.write("business_hours.csv", &hours_file(STORES, 0));
-    let settings = Settings::new(&db.url, &folder.path);
+    let settings = Settings::new(db.url(), &folder.path);
     assert!(load_once_at(&settings, loaded_at()).expect("run").succeeded());
 
     let done = AtomicBool::new(false);
@@ -145,9 +154,9 @@ fn readers_never_see_a_mix_of_two_hours_files() {
 
 #[test]
 fn the_loop_loads_at_start_and_stops_when_asked() {
-    let db = TestDb::migrated();
+    let db = TestDatabase::new();
     let folder = basic_folder();
-    let settings = Settings { ingest_interval_seconds: 1, ..Settings::new(&db.url, &folder.path) };
+    let settings = Settings { ingest_interval_seconds: 1, ..Settings::new(db.url(), &folder.path) };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = runtime.spawn(scheduler::run(settings, async {
@@ -167,10 +176,10 @@ fn the_loop_loads_at_start_and_stops_when_asked() {
     assert_eq!(polls(&mut conn).len(), 6);
 }
 
-fn binary(db: &TestDb, data_dir: &std::path::Path, args: &[&str]) -> std::process::ExitStatus {
+fn binary(db: &TestDatabase, data_dir: &std::path::Path, args: &[&str]) -> std::process::ExitStatus {
     Command::new(env!("CARGO_BIN_EXE_ingest-worker"))
         .args(args)
-        .env("DATABASE_URL", &db.url)
+        .env("DATABASE_URL", db.url())
         .env("DATA_DIR", data_dir)
         .env("APP_CONFIG_DIR", data_dir.join("no-config-here"))
         .env("RUST_LOG", "warn")
@@ -180,7 +189,7 @@ fn binary(db: &TestDb, data_dir: &std::path::Path, args: &[&str]) -> std::proces
 
 #[test]
 fn once_exits_zero_when_every_file_loads_and_non_zero_when_one_fails() {
-    let db = TestDb::empty("rm_t_");
+    let db = TestDatabase::empty("rm_t_");
     let folder = basic_folder();
     assert!(binary(&db, &folder.path, &["migrate"]).success());
     let mut conn = db.conn();
@@ -197,10 +206,10 @@ fn once_exits_zero_when_every_file_loads_and_non_zero_when_one_fails() {
 /// sends).
 #[test]
 fn the_worker_repeats_at_the_configured_interval_and_stops_on_sigterm() {
-    let db = TestDb::migrated();
+    let db = TestDatabase::new();
     let folder = basic_folder();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ingest-worker"))
-        .env("DATABASE_URL", &db.url)
+        .env("DATABASE_URL", db.url())
         .env("DATA_DIR", &folder.path)
         .env("APP_CONFIG_DIR", folder.path.join("no-config-here"))
         .env("APP__INGEST_INTERVAL_SECONDS", "1")

@@ -1,12 +1,9 @@
 //! The job handler against a real MariaDB, without a broker: one delivery in, one outcome out.
 
-mod common;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use report_worker::job::{Disposition, JobDelivery, JobHandler, Outcome};
@@ -16,10 +13,12 @@ use shared_model::models::reports::{FinishedReport, Stored, store_complete};
 use shared_model::schema::report_chunks;
 use uptime_core::input::{HoursRow, Poll};
 
+use crate::helpers::*;
+
 const DELIVERY_LIMIT: u32 = 3;
 
-fn handler(db: &TestDb, settings: WorkerSettings) -> JobHandler {
-    JobHandler::new(db.pool.clone(), settings, DELIVERY_LIMIT)
+fn handler(db: &TestDatabase, settings: WorkerSettings) -> JobHandler {
+    JobHandler::new(db.pool().clone(), settings, DELIVERY_LIMIT)
 }
 
 fn deliver(handler: &JobHandler, report_id: &str) -> Outcome {
@@ -27,7 +26,7 @@ fn deliver(handler: &JobHandler, report_id: &str) -> Outcome {
     handler.handle(&JobDelivery { body: &body, message_id: Some(report_id), delivery_count: 0 })
 }
 
-fn stored_csv(db: &TestDb, report_id: &str) -> Vec<u8> {
+fn stored_csv(db: &TestDatabase, report_id: &str) -> Vec<u8> {
     let csv = reports::read_csv(&mut db.conn(), report_id).expect("read chunks");
     assert!(!csv.is_empty(), "the report has chunks");
     csv
@@ -44,7 +43,7 @@ fn cli_report(folder: &std::path::Path) -> Vec<u8> {
 
 #[test]
 fn a_job_takes_the_report_from_running_to_complete_with_the_clis_csv() {
-    let db = TestDb::new();
+    let db = TestDatabase::new();
     let mut conn = db.conn();
     let data = seed_folder(&mut conn, &fixture("worker-mix"));
     let report_id = create_report(&mut conn);
@@ -74,7 +73,7 @@ fn a_job_takes_the_report_from_running_to_complete_with_the_clis_csv() {
 
 #[test]
 fn an_empty_database_gives_the_header_alone() {
-    let db = TestDb::new();
+    let db = TestDatabase::new();
     let mut conn = db.conn();
     let report_id = create_report(&mut conn);
     let outcome = deliver(&handler(&db, WorkerSettings::default()), &report_id);
@@ -85,7 +84,7 @@ fn an_empty_database_gives_the_header_alone() {
 
 #[test]
 fn a_redelivered_job_of_a_complete_report_is_acknowledged_without_work() {
-    let db = TestDb::new();
+    let db = TestDatabase::new();
     let mut conn = db.conn();
     seed_folder(&mut conn, &fixture("worker-mix"));
     let report_id = create_report(&mut conn);
@@ -112,7 +111,7 @@ fn a_redelivered_job_of_a_complete_report_is_acknowledged_without_work() {
 
 #[test]
 fn progress_is_written_while_the_report_is_computed() {
-    let db = TestDb::new();
+    let db = TestDatabase::new();
     let mut conn = db.conn();
     let now = 1_700_000_000_000_000;
     let data = generate(&mut conn, 120, 20, now);
@@ -145,7 +144,7 @@ fn progress_is_written_while_the_report_is_computed() {
 
 #[test]
 fn a_tiny_chunk_size_splits_the_csv_into_rows_that_reassemble() {
-    let db = TestDb::new();
+    let db = TestDatabase::new();
     let mut conn = db.conn();
     let data = generate(&mut conn, 40, 10, 1_700_000_000_000_000);
     let report_id = create_report(&mut conn);
@@ -170,7 +169,7 @@ fn a_tiny_chunk_size_splits_the_csv_into_rows_that_reassemble() {
 
 #[test]
 fn stale_chunks_of_an_interrupted_attempt_are_replaced() {
-    let db = TestDb::new();
+    let db = TestDatabase::new();
     let mut conn = db.conn();
     let data = seed_folder(&mut conn, &fixture("worker-mix"));
     let report_id = create_report(&mut conn);
@@ -190,7 +189,7 @@ fn stale_chunks_of_an_interrupted_attempt_are_replaced() {
 
 #[test]
 fn changed_polls_are_merged_into_the_kept_dataset_and_match_a_fresh_read() {
-    let db = TestDb::new();
+    let db = TestDatabase::new();
     let mut conn = db.conn();
     let now = 1_700_000_000_000_000;
     let mut data = generate(&mut conn, 30, 15, now);
@@ -227,7 +226,7 @@ fn changed_polls_are_merged_into_the_kept_dataset_and_match_a_fresh_read() {
 
 #[test]
 fn new_hours_and_zones_snapshots_are_read_again() {
-    let db = TestDb::new();
+    let db = TestDatabase::new();
     let mut conn = db.conn();
     let mut data = generate(&mut conn, 20, 20, 1_700_000_000_000_000);
     let warm = handler(&db, WorkerSettings::default());
@@ -253,7 +252,7 @@ fn new_hours_and_zones_snapshots_are_read_again() {
 
 #[test]
 fn polls_of_a_load_still_running_are_fetched_again_once_it_finishes() {
-    let db = TestDb::new();
+    let db = TestDatabase::new();
     let mut conn = db.conn();
     let now = 1_700_000_000_000_000;
     let mut data = generate(&mut conn, 10, 10, now);
@@ -283,7 +282,7 @@ fn polls_of_a_load_still_running_are_fetched_again_once_it_finishes() {
 
 #[test]
 fn an_unknown_report_id_is_dropped_and_a_message_that_is_not_a_job_is_dead_lettered() {
-    let db = TestDb::new();
+    let db = TestDatabase::new();
     let mut conn = db.conn();
     let handler = handler(&db, WorkerSettings::default());
     let unknown = deliver(&handler, "nosuchreportxxxxxxxxx");
@@ -301,7 +300,7 @@ fn an_unknown_report_id_is_dropped_and_a_message_that_is_not_a_job_is_dead_lette
 
 #[test]
 fn impossible_stored_hours_fail_the_report_with_a_reason() {
-    let db = TestDb::new();
+    let db = TestDatabase::new();
     let mut conn = db.conn();
     let data = generate(&mut conn, 5, 5, 1_700_000_000_000_000);
     let load = insert_load(&mut conn, "hours", "loaded");
@@ -318,7 +317,7 @@ fn impossible_stored_hours_fail_the_report_with_a_reason() {
 
 #[test]
 fn a_database_failure_is_retried_and_on_the_last_delivery_the_report_fails() {
-    let db = TestDb::new();
+    let db = TestDatabase::new();
     let mut conn = db.conn();
     generate(&mut conn, 5, 5, 1_700_000_000_000_000);
     let report_id = create_report(&mut conn);
@@ -343,7 +342,7 @@ fn a_database_failure_is_retried_and_on_the_last_delivery_the_report_fails() {
 
 #[test]
 fn concurrent_duplicate_deliveries_complete_the_report_once() {
-    let db = TestDb::new();
+    let db = TestDatabase::new();
     let mut conn = db.conn();
     let data = generate(&mut conn, 60, 30, 1_700_000_000_000_000);
     let report_id = create_report(&mut conn);
@@ -365,7 +364,7 @@ fn concurrent_duplicate_deliveries_complete_the_report_once() {
 
 #[test]
 fn a_report_of_a_million_stores_is_stored_in_pieces_under_the_packet_limit() {
-    let db = TestDb::new();
+    let db = TestDatabase::new();
     let mut conn = db.conn();
     let report_id = create_report(&mut conn);
     let mut csv = format!("{}\n", uptime_core::engine::HEADER).into_bytes();
@@ -394,7 +393,7 @@ fn a_report_of_a_million_stores_is_stored_in_pieces_under_the_packet_limit() {
 
 #[test]
 fn a_database_reset_behind_the_workers_back_is_read_whole() {
-    let db = TestDb::new();
+    let db = TestDatabase::new();
     let mut conn = db.conn();
     let old = generate(&mut conn, 10, 10, 1_700_000_000_000_000);
     let warm = handler(&db, WorkerSettings::default());

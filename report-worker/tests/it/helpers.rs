@@ -1,79 +1,20 @@
-//! Test helpers: a database per test (created, migrated, dropped), rows written with plain SQL the way the
-//! ingest writes them, and in-memory expectations computed by the engine from the same data.
-#![allow(dead_code)]
-
-pub mod broker;
+//! Data for the worker's tests: rows written with plain SQL the way the ingest writes them, and in-memory
+//! expectations computed by the engine from the same data. The database and the broker names of a test,
+//! and its report rows, are `test_support`'s.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::mysql::MysqlConnection;
 use diesel::prelude::*;
-use shared_model::db::{self, DbPool};
-use shared_model::schema::{
-    business_hours, current_snapshots, loads, polls, reports, snapshots, store_timezones, stores,
-};
-use shared_model::settings::DatabaseSettings;
+use shared_model::schema::{business_hours, current_snapshots, loads, snapshots, store_timezones, stores};
+pub use test_support::report_fixture as fixture;
+pub use test_support::{TestDatabase, create_report, job_body, report_row};
 use uptime_core::engine::{self, Inputs, NoProgress};
 use uptime_core::input::{self, DataFiles, HoursRow, Poll, StoreIds};
 use uptime_core::time::HOUR;
-
-pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
-pub fn random_suffix() -> String {
-    let alphabet: Vec<char> = "abcdefghijklmnopqrstuvwxyz0123456789".chars().collect();
-    nanoid::nanoid!(12, &alphabet)
-}
-
-/// The server tests use: `DATABASE_URL` when set (its database name is replaced), else local root.
-fn server_url() -> String {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DatabaseSettings::default().url);
-    match url.rfind('/') {
-        Some(slash) if slash > "mysql://".len() => url[..slash].to_owned(),
-        _ => url,
-    }
-}
-
-/// A database of its own for one test, dropped when the value is.
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
-    pub pool: DbPool,
-}
-
-impl TestDb {
-    pub fn new() -> TestDb {
-        let name = format!("rm_t_{}", random_suffix());
-        let server = server_url();
-        let mut admin = db::connect(&format!("{server}/mysql")).expect("connect to MySQL");
-        admin.batch_execute(&format!("CREATE DATABASE `{name}`")).expect("create database");
-        let url = format!("{server}/{name}");
-        let mut conn = db::connect(&url).expect("connect to the test database");
-        db::run_migrations(&mut conn).expect("migrations");
-        let pool = db::pool(&url, 6).expect("pool");
-        TestDb { name, url, pool }
-    }
-
-    pub fn conn(&self) -> MysqlConnection {
-        db::connect(&self.url).expect("connect")
-    }
-
-    pub fn settings(&self) -> DatabaseSettings {
-        DatabaseSettings { url: self.url.clone(), pool_size: 6 }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Ok(mut admin) = db::connect(&format!("{}/mysql", server_url())) {
-            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS `{}`", self.name));
-        }
-    }
-}
 
 pub fn naive(micros: i64) -> NaiveDateTime {
     DateTime::from_timestamp_micros(micros).expect("in range").naive_utc()
@@ -326,62 +267,4 @@ pub fn generate(conn: &mut MysqlConnection, stores: usize, polls_per_store: usiz
     replace_zones(conn, load, &rows);
     finish_load(conn, load);
     data
-}
-
-/// A report row as the gateway creates it: Running, queued.
-pub fn create_report(conn: &mut MysqlConnection) -> String {
-    let id = nanoid::nanoid!();
-    let now = Utc::now().naive_utc();
-    diesel::insert_into(reports::table)
-        .values((
-            reports::report_id.eq(&id),
-            reports::status.eq("Running"),
-            reports::created_at.eq(now),
-            reports::queued_at.eq(Some(now)),
-        ))
-        .execute(conn)
-        .expect("insert report");
-    id
-}
-
-/// The columns tests look at.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
-pub struct ReportRow {
-    pub status: String,
-    pub attempts: u32,
-    pub stores_done: Option<u32>,
-    pub stores_total: Option<u32>,
-    pub store_count: Option<u32>,
-    pub csv_bytes: Option<u64>,
-    pub as_of: Option<NaiveDateTime>,
-    pub error: Option<String>,
-}
-
-pub fn report_row(conn: &mut MysqlConnection, id: &str) -> ReportRow {
-    reports::table
-        .find(id)
-        .select((
-            reports::status,
-            reports::attempts,
-            reports::stores_done,
-            reports::stores_total,
-            reports::store_count,
-            reports::csv_bytes,
-            reports::as_of,
-            reports::error,
-        ))
-        .first(conn)
-        .expect("report row")
-}
-
-pub fn job_body(report_id: &str) -> Vec<u8> {
-    serde_json::to_vec(&shared_model::messages::ReportJob {
-        report_id: report_id.to_owned(),
-        requested_at: Utc::now().to_rfc3339(),
-    })
-    .expect("json")
-}
-
-pub fn count_polls(conn: &mut MysqlConnection) -> i64 {
-    polls::table.count().get_result(conn).expect("count")
 }

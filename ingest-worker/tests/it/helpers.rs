@@ -1,110 +1,12 @@
-//! Test helpers: a database of its own per test (created, migrated, dropped), a data folder of its own,
-//! and readers of what the ingest wrote. Used by the integration tests and the benchmark.
-#![allow(dead_code)] // each test file uses its own part of this
+//! The ingest's test data: the fixture files, a data folder holding them, and readers of what the ingest
+//! wrote. The database and the folder of a test are `test_support`'s.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::{DateTime, TimeZone as _, Utc};
 use diesel::mysql::MysqlConnection;
-use diesel::{Connection, QueryableByName, RunQueryDsl, sql_query};
-use shared_model::db;
-
-const ALPHABET: [char; 36] = [
-    'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o', 'p', 'q', 'r', 's', 't', 'u', 'v', 'w',
-    'x', 'y', 'z', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9',
-];
-
-pub fn random_suffix() -> String {
-    nanoid::nanoid!(12, &ALPHABET)
-}
-
-/// The server part of `DATABASE_URL` (default: root on 127.0.0.1:3306), and its query string if any.
-pub fn server_url() -> (String, String) {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
-    let (url, query) = match url.find('?') {
-        Some(q) => (url[..q].to_owned(), url[q..].to_owned()),
-        None => (url, String::new()),
-    };
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    let server = match url[after_scheme..].find('/') {
-        Some(slash) => url[..after_scheme + slash].to_owned(),
-        None => url,
-    };
-    (server, query)
-}
-
-/// A database named `<prefix><random>`, dropped when this value is dropped.
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
-    admin_url: String,
-}
-
-impl TestDb {
-    /// A new database with every migration applied.
-    pub fn migrated() -> TestDb {
-        TestDb::migrated_with_prefix("rm_t_")
-    }
-
-    /// [`TestDb::migrated`] with another name prefix (the benchmark's databases say so in their name).
-    pub fn migrated_with_prefix(prefix: &str) -> TestDb {
-        let test_db = TestDb::empty(prefix);
-        let mut conn = test_db.conn();
-        db::run_migrations(&mut conn).expect("migrations apply");
-        test_db
-    }
-
-    /// A new database without any table.
-    pub fn empty(prefix: &str) -> TestDb {
-        let (server, query) = server_url();
-        let name = format!("{prefix}{}", random_suffix());
-        let admin_url = format!("{server}/information_schema{query}");
-        let mut admin = MysqlConnection::establish(&admin_url).expect("the MySQL server answers");
-        sql_query(format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4")).execute(&mut admin).expect("create db");
-        TestDb { url: format!("{server}/{name}{query}"), name, admin_url }
-    }
-
-    pub fn conn(&self) -> MysqlConnection {
-        MysqlConnection::establish(&self.url).expect("connect to the test database")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Ok(mut admin) = MysqlConnection::establish(&self.admin_url) {
-            let _ = sql_query(format!("DROP DATABASE IF EXISTS `{}`", self.name)).execute(&mut admin);
-        }
-    }
-}
-
-/// A folder removed when this value is dropped.
-pub struct TempDir {
-    pub path: PathBuf,
-}
-
-impl TempDir {
-    pub fn new() -> TempDir {
-        let path = std::env::temp_dir().join(format!("rm_ingest_{}", random_suffix()));
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir { path }
-    }
-
-    pub fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.path.join(name);
-        std::fs::write(&path, text).expect("write data file");
-        path
-    }
-
-    pub fn remove(&self, name: &str) {
-        std::fs::remove_file(self.path.join(name)).expect("remove data file");
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
+use diesel::{QueryableByName, RunQueryDsl, sql_query};
+pub use test_support::{TempDir, TestDatabase};
 
 /// The fixture text of `tests/fixtures/<name>`.
 pub fn fixture(name: &str) -> String {

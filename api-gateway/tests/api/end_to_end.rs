@@ -3,26 +3,21 @@
 //! the test's own queues, and a client goes trigger → Running → Complete → download over HTTP. The CSV
 //! served must equal, byte for byte, what the offline CLI computes from the same folder.
 
-// The API tests' helpers (own database, own queue names, gateway on port 0); this file uses part of them.
-#[allow(dead_code)]
-#[path = "api/helpers.rs"]
-mod helpers;
-
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::SecondsFormat;
-use helpers::{TestApp, closed_port, spawn_app, spawn_app_with, unique_suffix};
 use report_worker::settings::WorkerSettings;
-use shared_model::queue;
-use shared_model::settings::{AmqpSettings, DatabaseSettings};
-use tokio::sync::Notify;
+use shared_model::settings::DatabaseSettings;
+use test_support::worker::InProcessWorker;
+use test_support::{TempDir, report_fixture};
+
+use crate::helpers::{TestApp, closed_port, spawn_app, spawn_app_with};
 
 /// Odd cases on purpose: a store id with a comma, a non-ASCII one, ids that differ in letter case, an
 /// unknown zone name, overnight hours, and a store whose polls are all outside the lookback range.
 fn fixture_folder() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../report-worker/tests/fixtures/worker-mix")
+    report_fixture("worker-mix")
 }
 
 /// What the offline CLI says about the fixture folder.
@@ -30,23 +25,6 @@ struct CliReport {
     csv: Vec<u8>,
     as_of: String,
     stores: usize,
-}
-
-/// A file in the temporary folder, removed with the guard.
-struct TempFile {
-    path: PathBuf,
-}
-
-impl TempFile {
-    fn new(name: &str) -> TempFile {
-        TempFile { path: std::env::temp_dir().join(format!("rm_e2e_{}_{name}", unique_suffix())) }
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
 }
 
 /// Loads the fixture folder into the test's database with the ingest worker's own load run, and computes
@@ -60,10 +38,11 @@ async fn load_fixture(app: &TestApp) -> CliReport {
             .expect("the ingest run happens");
         assert!(run.succeeded(), "every file loads: {run:?}");
 
-        let out = TempFile::new("cli-report.csv");
-        let outcome = report_worker::cli::compute(&folder, Some(&out.path), loaded_at.timestamp_micros())
+        let scratch = TempDir::new();
+        let out = scratch.path.join("cli-report.csv");
+        let outcome = report_worker::cli::compute(&folder, Some(&out), loaded_at.timestamp_micros())
             .expect("the CLI computes the report");
-        let csv = std::fs::read(&out.path).expect("the CLI wrote its report");
+        let csv = std::fs::read(&out).expect("the CLI wrote its report");
         let now = outcome.now.expect("the fixture has polls");
         let as_of = chrono::DateTime::from_timestamp_micros(now)
             .expect("now is a valid instant")
@@ -75,72 +54,12 @@ async fn load_fixture(app: &TestApp) -> CliReport {
 }
 
 /// A report worker in-process on the test's database and queues, as `report-worker run` would be.
-struct Worker {
-    stop: Arc<Notify>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Worker {
-    fn start(app: &TestApp) -> Worker {
-        let settings = report_worker::settings::Settings {
-            database: DatabaseSettings { url: app.settings.database.url.clone(), pool_size: 4 },
-            amqp: app.topology.settings.clone(),
-            worker: WorkerSettings::default(),
-        };
-        let stop = Arc::new(Notify::new());
-        let signal = Arc::clone(&stop);
-        let task = tokio::spawn(report_worker::consumer::run(settings, async move { signal.notified().await }));
-        Worker { stop, task: Some(task) }
-    }
-
-    /// Stops it as SIGTERM would and checks that it ended cleanly.
-    async fn stop(mut self) {
-        self.stop.notify_one();
-        let task = self.task.take().expect("the worker runs");
-        let ended = tokio::time::timeout(Duration::from_secs(30), task).await.expect("the worker stops in time");
-        ended.expect("the worker task").expect("the worker ends without an error");
-    }
-}
-
-impl Drop for Worker {
-    /// A test that failed before `stop`: the worker must not outlive it and declare its queues again
-    /// after they were deleted.
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-/// The queue the worker adds to the test's topology (`report_worker::topology`), which the API tests'
-/// `TestTopology` does not know about: deleted with this guard.
-struct FailedMarkerQueue {
-    amqp: AmqpSettings,
-}
-
-impl Drop for FailedMarkerQueue {
-    fn drop(&mut self) {
-        let amqp = self.amqp.clone();
-        // Drop cannot await; a thread with a runtime of its own works whatever runtime runs the test.
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            runtime.block_on(async {
-                let name = report_worker::topology::failed_marker_queue(&amqp);
-                let connection = queue::connect_once(&amqp.url, "test cleanup", Duration::from_secs(5))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let channel = connection.create_channel().await.map_err(|e| e.to_string())?;
-                channel.queue_delete(name.as_str().into(), Default::default()).await.map_err(|e| e.to_string())?;
-                let _ = connection.close(200, "OK".into()).await;
-                Ok::<(), String>(())
-            })
-        });
-        match cleanup.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => eprintln!("could not delete the failed-marker queue of {}: {error}", self.amqp.queue),
-            Err(_) => eprintln!("the cleanup of the failed-marker queue of {} panicked", self.amqp.queue),
-        }
-    }
+fn start_worker(app: &TestApp) -> InProcessWorker {
+    InProcessWorker::start(report_worker::settings::Settings {
+        database: DatabaseSettings { url: app.settings.database.url.clone(), pool_size: 4 },
+        amqp: app.topology.amqp.clone(),
+        worker: WorkerSettings::default(),
+    })
 }
 
 /// Triggers a report and checks the 202 answer; returns the report id and the `Location`.
@@ -201,7 +120,6 @@ async fn assert_served_like_the_cli(app: &TestApp, report_id: &str, finished: se
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_triggered_report_runs_completes_and_downloads_exactly_the_clis_report() {
     let app = spawn_app().await;
-    let _marker_queue = FailedMarkerQueue { amqp: app.topology.settings.clone() };
     let cli = load_fixture(&app).await;
     assert_eq!(cli.stores, 7, "the fixture's stores with polls in the lookback range");
 
@@ -216,7 +134,7 @@ async fn a_triggered_report_runs_completes_and_downloads_exactly_the_clis_report
     let early = app.get(&format!("/download/{report_id}")).await;
     assert_eq!(early.status(), 409, "no download while Running");
 
-    let worker = Worker::start(&app);
+    let worker = start_worker(&app);
     let finished = wait_until_finished(&app, &location, Duration::from_secs(60)).await;
 
     assert_served_like_the_cli(&app, &report_id, finished, &cli).await;
@@ -230,7 +148,6 @@ async fn a_triggered_report_runs_completes_and_downloads_exactly_the_clis_report
 async fn a_report_triggered_while_the_broker_is_unreachable_completes_once_it_is_back() {
     let port = closed_port();
     let app = spawn_app_with(|s| s.amqp.url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f")).await;
-    let _marker_queue = FailedMarkerQueue { amqp: app.topology.settings.clone() };
     let cli = load_fixture(&app).await;
 
     let (report_id, location) = trigger(&app).await;
@@ -241,7 +158,7 @@ async fn a_report_triggered_while_the_broker_is_unreachable_completes_once_it_is
     // The broker "comes back": a relay that reaches it (as the gateway's own would, with the right URL)
     // and a worker on the same queues.
     let relay = app.start_relay(Duration::from_millis(300));
-    let worker = Worker::start(&app);
+    let worker = start_worker(&app);
 
     let finished = wait_until_finished(&app, &location, Duration::from_secs(60)).await;
 

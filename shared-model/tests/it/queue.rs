@@ -7,7 +7,7 @@ use lapin::options::BasicNackOptions;
 use shared_model::messages::ReportJob;
 use shared_model::queue::{self, QueueError, RetryPolicy};
 
-use crate::helpers::{TestTopology, init_logging, new_report_id, take_message};
+use test_support::{TestTopology, closed_port, init_logging, new_report_id, take_message};
 
 fn job() -> ReportJob {
     ReportJob { report_id: new_report_id(), requested_at: "2024-01-01T00:00:00.000000Z".into() }
@@ -17,8 +17,8 @@ fn job() -> ReportJob {
 async fn a_job_requeued_past_the_delivery_limit_ends_in_the_dead_letter_queue() {
     init_logging();
     let mut topology = TestTopology::new();
-    topology.settings.delivery_limit = 2;
-    let settings = topology.settings.clone();
+    topology.amqp.delivery_limit = 2;
+    let settings = topology.amqp.clone();
     let connection = queue::connect(&settings.url, "delivery limit test", &RetryPolicy::once(Duration::from_secs(5)))
         .await
         .expect("connect");
@@ -50,7 +50,7 @@ async fn a_job_requeued_past_the_delivery_limit_ends_in_the_dead_letter_queue() 
 async fn declaring_the_topology_twice_is_harmless_but_other_arguments_are_refused_clearly() {
     init_logging();
     let topology = TestTopology::new();
-    let settings = topology.settings.clone();
+    let settings = topology.amqp.clone();
     let connection =
         queue::connect_once(&settings.url, "topology test", Duration::from_secs(5)).await.expect("connect");
     let channel = connection.create_channel().await.expect("channel");
@@ -70,7 +70,7 @@ async fn declaring_the_topology_twice_is_harmless_but_other_arguments_are_refuse
 async fn publishing_to_a_missing_topology_is_an_error_not_a_lost_job() {
     init_logging();
     let topology = TestTopology::new();
-    let settings = topology.settings.clone();
+    let settings = topology.amqp.clone();
     let connection =
         queue::connect_once(&settings.url, "unroutable test", Duration::from_secs(5)).await.expect("connect");
     let channel = queue::open_publish_channel(&connection, &settings).await.expect("publish channel");
@@ -91,7 +91,7 @@ async fn publishing_to_a_missing_topology_is_an_error_not_a_lost_job() {
 
 #[tokio::test]
 async fn connect_gives_up_after_its_deadline_with_the_last_error() {
-    let port = crate::helpers::closed_port();
+    let port = closed_port();
     let retry = RetryPolicy {
         initial_delay: Duration::from_millis(50),
         max_delay: Duration::from_millis(100),

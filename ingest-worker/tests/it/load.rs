@@ -1,20 +1,19 @@
 //! The ingest worker against the real MariaDB: each test has its own database and data folder.
 
-mod common;
-
 use std::collections::BTreeMap;
 
 use chrono::Utc;
-use common::{
-    HoursRow, PollRow, TempDir, TestDb, basic_folder, count, current_hours, current_zones, fixture, loaded_at, polls,
-    store_ids,
-};
 use diesel::connection::SimpleConnection as _;
 use diesel::mysql::MysqlConnection;
 use ingest_worker::{RunReport, Settings, load_once, load_once_at};
 use shared_model::models::loads::{self, Load, LoadStatus};
 use shared_model::models::snapshots;
 use uptime_core::input::FileKind;
+
+use crate::helpers::{
+    HoursRow, PollRow, TempDir, TestDatabase, ZoneRow, basic_folder, count, current_hours, current_zones, fixture,
+    loaded_at, polls, store_ids,
+};
 
 fn load(settings: &Settings) -> RunReport {
     let report = load_once_at(settings, loaded_at()).expect("the run happens");
@@ -39,7 +38,7 @@ struct Contents {
     polls: Vec<PollRow>,
     stores: Vec<String>,
     hours: Vec<HoursRow>,
-    zones: Vec<common::ZoneRow>,
+    zones: Vec<ZoneRow>,
 }
 
 fn contents(conn: &mut MysqlConnection) -> Contents {
@@ -54,9 +53,9 @@ fn poll(store_id: &str, polled_at: &str, active: bool, load_id: u64) -> PollRow 
 
 #[test]
 fn the_three_files_are_loaded_as_the_spec_reads_them() {
-    let db = TestDb::migrated();
+    let db = TestDatabase::new();
     let folder = basic_folder();
-    let report = load(&Settings::new(&db.url, &folder.path));
+    let report = load(&Settings::new(db.url(), &folder.path));
     assert!(report.succeeded(), "{report:?}");
     let mut conn = db.conn();
     let polls_load = report.file(FileKind::Polls).and_then(|f| f.load_id).expect("load id");
@@ -112,9 +111,9 @@ fn the_three_files_are_loaded_as_the_spec_reads_them() {
 
 #[test]
 fn loading_the_same_files_twice_leaves_the_database_as_loading_them_once() {
-    let db = TestDb::migrated();
+    let db = TestDatabase::new();
     let folder = basic_folder();
-    let settings = Settings::new(&db.url, &folder.path);
+    let settings = Settings::new(db.url(), &folder.path);
     load(&settings);
     let mut conn = db.conn();
     let once = contents(&mut conn);
@@ -134,9 +133,9 @@ fn loading_the_same_files_twice_leaves_the_database_as_loading_them_once() {
 
 #[test]
 fn rereading_the_same_rows_from_rewritten_files_changes_no_row() {
-    let db = TestDb::migrated();
+    let db = TestDatabase::new();
     let folder = basic_folder();
-    let settings = Settings::new(&db.url, &folder.path);
+    let settings = Settings::new(db.url(), &folder.path);
     load(&settings);
     let mut conn = db.conn();
     let once = contents(&mut conn);
@@ -160,9 +159,9 @@ fn rereading_the_same_rows_from_rewritten_files_changes_no_row() {
 
 #[test]
 fn a_poll_takes_the_new_load_id_only_when_its_status_changes() {
-    let db = TestDb::migrated();
+    let db = TestDatabase::new();
     let folder = basic_folder();
-    let settings = Settings::new(&db.url, &folder.path);
+    let settings = Settings::new(db.url(), &folder.path);
     let first = load(&settings).file(FileKind::Polls).and_then(|f| f.load_id).expect("load id");
     let text = fixture("basic/store_status.csv")
         .replace("3003,active,2023-01-23 00:00:00 UTC", "3003,inactive,2023-01-23 00:00:00 UTC");
@@ -186,9 +185,9 @@ fn sql_changed_since(conn: &mut MysqlConnection, load_id: u64) -> Vec<PollRow> {
 
 #[test]
 fn a_store_dropped_from_the_hours_file_becomes_open_all_the_time() {
-    let db = TestDb::migrated();
+    let db = TestDatabase::new();
     let folder = basic_folder();
-    let settings = Settings::new(&db.url, &folder.path);
+    let settings = Settings::new(db.url(), &folder.path);
     load(&settings);
     folder.write("business_hours.csv", &fixture("basic/business_hours_v2.csv"));
     let report = load(&settings);
@@ -205,9 +204,9 @@ fn a_store_dropped_from_the_hours_file_becomes_open_all_the_time() {
 
 #[test]
 fn without_an_hours_or_zones_file_every_store_falls_back_to_the_defaults() {
-    let db = TestDb::migrated();
+    let db = TestDatabase::new();
     let folder = basic_folder();
-    let settings = Settings::new(&db.url, &folder.path);
+    let settings = Settings::new(db.url(), &folder.path);
     load(&settings);
     folder.remove("business_hours.csv");
     folder.remove("timezones.csv");
@@ -234,9 +233,9 @@ fn without_an_hours_or_zones_file_every_store_falls_back_to_the_defaults() {
 
 #[test]
 fn a_reader_in_a_transaction_sees_the_old_snapshot_until_it_commits() {
-    let db = TestDb::migrated();
+    let db = TestDatabase::new();
     let folder = basic_folder();
-    let settings = Settings::new(&db.url, &folder.path);
+    let settings = Settings::new(db.url(), &folder.path);
     load(&settings);
     let mut reader = db.conn();
     let old = current_hours(&mut reader);
@@ -259,9 +258,9 @@ fn a_reader_in_a_transaction_sees_the_old_snapshot_until_it_commits() {
 
 #[test]
 fn a_file_without_a_required_column_fails_its_load_and_keeps_the_old_data() {
-    let db = TestDb::migrated();
+    let db = TestDatabase::new();
     let folder = basic_folder();
-    let settings = Settings::new(&db.url, &folder.path);
+    let settings = Settings::new(db.url(), &folder.path);
     load(&settings);
     let mut conn = db.conn();
     let before = contents(&mut conn);
@@ -291,9 +290,9 @@ fn a_file_without_a_required_column_fails_its_load_and_keeps_the_old_data() {
 
 #[test]
 fn an_unreadable_polls_file_fails_its_load_and_keeps_the_old_polls() {
-    let db = TestDb::migrated();
+    let db = TestDatabase::new();
     let folder = basic_folder();
-    let settings = Settings::new(&db.url, &folder.path);
+    let settings = Settings::new(db.url(), &folder.path);
     load(&settings);
     let mut conn = db.conn();
     let before = contents(&mut conn);
@@ -308,12 +307,12 @@ fn an_unreadable_polls_file_fails_its_load_and_keeps_the_old_polls() {
 
 #[test]
 fn a_missing_data_folder_fails_every_kind_and_resets_nothing() {
-    let db = TestDb::migrated();
+    let db = TestDatabase::new();
     let folder = basic_folder();
-    load(&Settings::new(&db.url, &folder.path));
+    load(&Settings::new(db.url(), &folder.path));
     let mut conn = db.conn();
     let before = contents(&mut conn);
-    let report = load(&Settings::new(&db.url, folder.path.join("not-there")));
+    let report = load(&Settings::new(db.url(), folder.path.join("not-there")));
     assert_eq!(report.files.len(), 3);
     assert!(report.files.iter().all(|f| f.status == LoadStatus::Failed && f.error.is_some()));
     assert_eq!(contents(&mut conn), before, "hours and zones are not taken as absent");
@@ -342,12 +341,12 @@ fn lines(pairs: &[(u64, &str)]) -> Vec<(u64, String)> {
 
 #[test]
 fn every_kind_of_bad_row_is_counted_by_reason_with_its_line() {
-    let db = TestDb::migrated();
+    let db = TestDatabase::new();
     let folder = TempDir::new();
     folder.write("store_status.csv", &fixture("rejects/store_status.csv"));
     folder.write("menu_hours.csv", &fixture("rejects/menu_hours.csv"));
     folder.write("timezones.csv", &fixture("rejects/timezones.csv"));
-    let report = load(&Settings::new(&db.url, &folder.path));
+    let report = load(&Settings::new(db.url(), &folder.path));
     assert!(report.succeeded(), "bad rows do not fail a load");
     let mut conn = db.conn();
 
@@ -430,9 +429,9 @@ fn every_kind_of_bad_row_is_counted_by_reason_with_its_line() {
 
 #[test]
 fn an_appended_polls_file_is_read_from_where_the_last_load_stopped() {
-    let db = TestDb::migrated();
+    let db = TestDatabase::new();
     let folder = basic_folder();
-    let settings = Settings::new(&db.url, &folder.path);
+    let settings = Settings::new(db.url(), &folder.path);
     load(&settings);
     let original = fixture("basic/store_status.csv");
     let appended = "1001,active,2023-01-25 00:00:00 UTC\n1001,sleepy,2023-01-25 01:00:00 UTC\n\
@@ -447,8 +446,8 @@ fn an_appended_polls_file_is_read_from_where_the_last_load_stopped() {
     assert_eq!(sample_lines(&record), lines(&[(10, "bad_status")]), "line numbers count the whole file");
 
     // The same database as one load of the whole file gives.
-    let fresh = TestDb::migrated();
-    let fresh_settings = Settings::new(&fresh.url, &folder.path);
+    let fresh = TestDatabase::new();
+    let fresh_settings = Settings::new(fresh.url(), &folder.path);
     load(&fresh_settings);
     let strip = |rows: Vec<PollRow>| -> Vec<(String, String, bool)> {
         rows.into_iter().map(|p| (p.store_id, p.polled_at, p.active)).collect()
@@ -459,11 +458,11 @@ fn an_appended_polls_file_is_read_from_where_the_last_load_stopped() {
 
 #[test]
 fn a_load_left_running_by_a_stopped_worker_is_marked_failed_by_the_next() {
-    let db = TestDb::migrated();
+    let db = TestDatabase::new();
     let folder = basic_folder();
     let mut conn = db.conn();
     let orphan = loads::start(&mut conn, "polls", "store_status.csv", Utc::now().naive_utc()).expect("insert");
-    load(&Settings::new(&db.url, &folder.path));
+    load(&Settings::new(db.url(), &folder.path));
     let orphan = loads::get(&mut conn, orphan).expect("record");
     assert_eq!(orphan.status, LoadStatus::Failed);
     assert!(orphan.error.is_some_and(|e| e.contains("interrupted")));
@@ -472,12 +471,12 @@ fn a_load_left_running_by_a_stopped_worker_is_marked_failed_by_the_next() {
 
 #[test]
 fn the_moment_of_loading_is_the_wall_clock_by_default() {
-    let db = TestDb::migrated();
+    let db = TestDatabase::new();
     let folder = TempDir::new();
     let soon = (Utc::now() + chrono::Duration::minutes(30)).format("%Y-%m-%d %H:%M:%S UTC");
     let later = (Utc::now() + chrono::Duration::hours(2)).format("%Y-%m-%d %H:%M:%S UTC");
     folder.write("store_status.csv", &format!("store_id,status,timestamp_utc\na,active,{soon}\na,active,{later}\n"));
-    let report = load_once(&Settings::new(&db.url, &folder.path)).expect("run");
+    let report = load_once(&Settings::new(db.url(), &folder.path)).expect("run");
     let mut conn = db.conn();
     let record = record(&mut conn, &report, FileKind::Polls);
     assert_eq!(reasons(&record), expected(&[("future_timestamp", 1)]));
@@ -486,9 +485,9 @@ fn the_moment_of_loading_is_the_wall_clock_by_default() {
 
 #[test]
 fn a_file_that_is_not_csv_at_all_fails_with_an_error_short_enough_to_record() {
-    let db = TestDb::migrated();
+    let db = TestDatabase::new();
     let folder = basic_folder();
-    let settings = Settings::new(&db.url, &folder.path);
+    let settings = Settings::new(db.url(), &folder.path);
     load(&settings);
     // One "header" of 100 000 bytes: the missing-column error quotes it.
     folder.write("store_status.csv", &"x".repeat(100_000));
@@ -502,11 +501,11 @@ fn a_file_that_is_not_csv_at_all_fails_with_an_error_short_enough_to_record() {
 
 #[test]
 fn a_zone_name_longer_than_the_column_is_cut_and_noted() {
-    let db = TestDb::migrated();
+    let db = TestDatabase::new();
     let folder = basic_folder();
     let long = format!("Europe/{}", "é".repeat(70));
     folder.write("timezones.csv", &format!("store_id,timezone_str\n1001,{long}\n"));
-    let report = load(&Settings::new(&db.url, &folder.path));
+    let report = load(&Settings::new(db.url(), &folder.path));
     assert_eq!(status(&report, FileKind::Zones), LoadStatus::Loaded);
     let mut conn = db.conn();
     let zones = current_zones(&mut conn);
@@ -539,11 +538,11 @@ fn large_polls_file(flipped: impl Fn(usize) -> bool, reversed: bool) -> (String,
 
 #[test]
 fn a_large_polls_file_written_on_several_connections_gives_the_same_rows() {
-    let db = TestDb::migrated();
+    let db = TestDatabase::new();
     let folder = TempDir::new();
     let (text, expected_rows) = large_polls_file(|_| false, false);
     folder.write("store_status.csv", &text);
-    let settings = Settings::new(&db.url, &folder.path);
+    let settings = Settings::new(db.url(), &folder.path);
     let first = load(&settings).file(FileKind::Polls).and_then(|f| f.load_id).expect("load id");
     let mut conn = db.conn();
     let strip = |rows: Vec<PollRow>| -> Vec<(String, String, bool)> {

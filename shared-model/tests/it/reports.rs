@@ -4,24 +4,24 @@ use std::sync::{Arc, Barrier};
 
 use shared_model::models::reports::{self, Chunking, FinishedReport, Stored};
 
-use crate::helpers::{new_report_id, sample_csv, spawn_app};
+use test_support::{TestDatabase, new_report_id, sample_csv};
 
 #[tokio::test]
 async fn workers_storing_different_reports_at_the_same_moment_all_complete() {
-    let app = spawn_app().await;
+    let db = TestDatabase::new();
     let csv = sample_csv(300);
     let threads = 6;
     let rounds = 15;
     let ids: Vec<Vec<String>> = (0..threads).map(|_| (0..rounds).map(|_| new_report_id()).collect()).collect();
     for id in ids.iter().flatten() {
-        app.insert_running(id);
+        reports::create(&mut db.conn(), id, chrono::Utc::now().naive_utc()).expect("create report");
     }
     let barrier = Arc::new(Barrier::new(threads));
     let workers: Vec<_> = ids
         .iter()
         .cloned()
         .map(|mine| {
-            let (url, barrier, csv) = (app.settings.database.url.clone(), barrier.clone(), csv.clone());
+            let (url, barrier, csv) = (db.url().to_owned(), barrier.clone(), csv.clone());
             std::thread::spawn(move || {
                 // A connection of its own: every thread must reach the barrier, whatever the pool's size.
                 let mut conn = shared_model::db::connect(&url).expect("connection");
@@ -43,6 +43,6 @@ async fn workers_storing_different_reports_at_the_same_moment_all_complete() {
         }
     }
     for id in ids.iter().flatten() {
-        assert_eq!(reports::read_csv(&mut app.conn(), id).expect("read"), csv);
+        assert_eq!(reports::read_csv(&mut db.conn(), id).expect("read"), csv);
     }
 }

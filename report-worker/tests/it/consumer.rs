@@ -1,58 +1,22 @@
 //! The consumer loop against a real MariaDB and RabbitMQ: in-process workers, and the real binary where a
 //! process must be killed or signalled.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::broker::TestBroker;
-use common::*;
 use diesel::connection::SimpleConnection;
 use report_worker::consumer;
 use report_worker::job::JobHandler;
 use report_worker::settings::{Settings, WorkerSettings};
 use shared_model::models::reports;
 use shared_model::queue::{DEAD_LETTER_ROUTING_KEY, JOB_ROUTING_KEY};
-use tokio::sync::Notify;
+use test_support::worker::{InProcessWorker, worker_settings};
+use test_support::{TestTopology, wait_for};
 
-fn settings(db: &TestDb, broker: &TestBroker, worker: WorkerSettings) -> Settings {
-    Settings { database: db.settings(), amqp: broker.amqp.clone(), worker }
-}
+use crate::helpers::*;
 
-/// An in-process worker; `stop` asks it to finish and returns what `run` returned.
-struct Worker {
-    stop: Arc<Notify>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Worker {
-    fn start(settings: Settings) -> Worker {
-        let _ = env_logger::builder().is_test(true).try_init();
-        let stop = Arc::new(Notify::new());
-        let signal = Arc::clone(&stop);
-        let task = tokio::spawn(async move { consumer::run(settings, async move { signal.notified().await }).await });
-        Worker { stop, task }
-    }
-
-    async fn stop(self) {
-        self.stop.notify_one();
-        let result = tokio::time::timeout(Duration::from_secs(30), self.task).await.expect("stops in time");
-        result.expect("task").expect("the worker ends cleanly");
-    }
-}
-
-/// Polls `check` until it holds or `limit` passes.
-async fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn wait_for_ready(broker: &TestBroker, queue: &str, n: u32, limit: Duration) {
+async fn wait_for_ready(broker: &TestTopology, queue: &str, n: u32, limit: Duration) {
     let deadline = Instant::now() + limit;
     loop {
         let ready = broker.ready(queue).await;
@@ -66,16 +30,16 @@ async fn wait_for_ready(broker: &TestBroker, queue: &str, n: u32, limit: Duratio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_workers_share_twenty_jobs_and_every_report_completes_once() {
-    let db = TestDb::new();
-    let broker = TestBroker::new();
+    let db = TestDatabase::new();
+    let broker = TestTopology::new();
     let mut conn = db.conn();
     let data = generate(&mut conn, 50, 20, 1_700_000_000_000_000);
     let expected = data.expected_csv();
     let ids: Vec<String> = (0..20).map(|_| create_report(&mut conn)).collect();
 
     let workers = [
-        Worker::start(settings(&db, &broker, WorkerSettings::default())),
-        Worker::start(settings(&db, &broker, WorkerSettings::default())),
+        InProcessWorker::start(worker_settings(&db, &broker, WorkerSettings::default())),
+        InProcessWorker::start(worker_settings(&db, &broker, WorkerSettings::default())),
     ];
     broker.publish(&ids).await;
     wait_for("20 complete reports", Duration::from_secs(60), || {
@@ -97,16 +61,19 @@ async fn two_workers_share_twenty_jobs_and_every_report_completes_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_that_always_fails_is_dead_lettered_and_its_report_reads_failed() {
-    let db = TestDb::new();
-    let broker = TestBroker::new();
+    let db = TestDatabase::new();
+    let broker = TestTopology::new();
     let mut conn = db.conn();
     generate(&mut conn, 5, 5, 1_700_000_000_000_000);
     let report_id = create_report(&mut conn);
     // Every attempt fails where the report is stored, as a broken database would make it.
     conn.batch_execute("RENAME TABLE report_chunks TO report_chunks_gone").expect("break the schema");
 
-    let worker =
-        Worker::start(settings(&db, &broker, WorkerSettings { retry_delay_ms: 50, ..WorkerSettings::default() }));
+    let worker = InProcessWorker::start(worker_settings(
+        &db,
+        &broker,
+        WorkerSettings { retry_delay_ms: 50, ..WorkerSettings::default() },
+    ));
     let started = Instant::now();
     broker.publish(std::slice::from_ref(&report_id)).await;
     wait_for_ready(&broker, &broker.amqp.dead_letter_queue, 1, Duration::from_secs(60)).await;
@@ -129,14 +96,14 @@ async fn a_job_that_always_fails_is_dead_lettered_and_its_report_reads_failed() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_lettered_job_marks_its_running_report_failed_but_leaves_a_complete_one() {
-    let db = TestDb::new();
-    let broker = TestBroker::new();
+    let db = TestDatabase::new();
+    let broker = TestTopology::new();
     let mut conn = db.conn();
     generate(&mut conn, 5, 5, 1_700_000_000_000_000);
     let running = create_report(&mut conn);
     let complete = create_report(&mut conn);
 
-    let worker = Worker::start(settings(&db, &broker, WorkerSettings::default()));
+    let worker = InProcessWorker::start(worker_settings(&db, &broker, WorkerSettings::default()));
     broker.publish(std::slice::from_ref(&complete)).await;
     wait_for("the report to complete", Duration::from_secs(30), || {
         report_row(&mut conn, &complete).status == "Complete"
@@ -151,8 +118,7 @@ async fn a_dead_lettered_job_marks_its_running_report_failed_but_leaves_a_comple
     })
     .await;
     wait_for_ready(&broker, &broker.amqp.dead_letter_queue, 2, Duration::from_secs(10)).await;
-    wait_for_ready(&broker, &report_worker::topology::failed_marker_queue(&broker.amqp), 0, Duration::from_secs(10))
-        .await;
+    wait_for_ready(&broker, &broker.amqp.failed_marker_queue(), 0, Duration::from_secs(10)).await;
     worker.stop().await;
     assert!(report_row(&mut conn, &running).error.expect("reason").contains("dead-lettered"));
     assert_eq!(report_row(&mut conn, &complete).status, "Complete");
@@ -160,11 +126,11 @@ async fn a_dead_lettered_job_marks_its_running_report_failed_but_leaves_a_comple
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_message_that_is_not_a_job_is_dead_lettered_and_its_report_fails() {
-    let db = TestDb::new();
-    let broker = TestBroker::new();
+    let db = TestDatabase::new();
+    let broker = TestTopology::new();
     let mut conn = db.conn();
     let report_id = create_report(&mut conn);
-    let worker = Worker::start(settings(&db, &broker, WorkerSettings::default()));
+    let worker = InProcessWorker::start(worker_settings(&db, &broker, WorkerSettings::default()));
     broker.publish_raw(&broker.amqp.exchange, JOB_ROUTING_KEY, b"this is not json", Some(&report_id)).await;
     wait_for_ready(&broker, &broker.amqp.dead_letter_queue, 1, Duration::from_secs(30)).await;
     worker.stop().await;
@@ -180,7 +146,7 @@ const PACED_WORKER_VAR: &str = "REPORT_WORKER_TEST_PACE_PER_STORE_MICROS";
 /// A report worker in a process of its own, with the settings of `db` and `broker`: the real binary, or
 /// with a pause after each store (so a report lasts long enough to be killed or stopped in the middle),
 /// this test binary running [`paced_worker_process`] alone.
-fn spawn_binary(db: &TestDb, broker: &TestBroker, delay_per_store_micros: u64) -> Child {
+fn spawn_binary(db: &TestDatabase, broker: &TestTopology, delay_per_store_micros: u64) -> Child {
     let amqp = &broker.amqp;
     let mut command = if delay_per_store_micros == 0 {
         let mut command = Command::new(env!("CARGO_BIN_EXE_report-worker"));
@@ -195,7 +161,7 @@ fn spawn_binary(db: &TestDb, broker: &TestBroker, delay_per_store_micros: u64) -
     };
     command
         .env("APP_CONFIG_DIR", "/nonexistent")
-        .env("DATABASE_URL", &db.url)
+        .env("DATABASE_URL", db.url())
         .env("AMQP_URL", &amqp.url)
         .env("APP__AMQP__EXCHANGE", &amqp.exchange)
         .env("APP__AMQP__QUEUE", &amqp.queue)
@@ -251,8 +217,8 @@ async fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_report_completes_after_its_worker_is_killed_mid_report() {
-    let db = TestDb::new();
-    let broker = TestBroker::new();
+    let db = TestDatabase::new();
+    let broker = TestTopology::new();
     let mut conn = db.conn();
     let data = generate(&mut conn, 200, 10, 1_700_000_000_000_000);
     let report_id = create_report(&mut conn);
@@ -287,8 +253,8 @@ async fn a_report_completes_after_its_worker_is_killed_mid_report() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_sigterm_the_worker_finishes_the_job_in_hand_then_exits() {
-    let db = TestDb::new();
-    let broker = TestBroker::new();
+    let db = TestDatabase::new();
+    let broker = TestTopology::new();
     let mut conn = db.conn();
     generate(&mut conn, 100, 10, 1_700_000_000_000_000);
     let first = create_report(&mut conn);
@@ -313,11 +279,11 @@ async fn on_sigterm_the_worker_finishes_the_job_in_hand_then_exits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_worker_comes_back_when_the_broker_cancels_its_consumer() {
-    let db = TestDb::new();
-    let broker = TestBroker::new();
+    let db = TestDatabase::new();
+    let broker = TestTopology::new();
     let mut conn = db.conn();
     let data = generate(&mut conn, 10, 10, 1_700_000_000_000_000);
-    let worker = Worker::start(settings(&db, &broker, WorkerSettings::default()));
+    let worker = InProcessWorker::start(worker_settings(&db, &broker, WorkerSettings::default()));
     let (channel_conn, channel) = broker.channel().await;
     wait_for_consumers(&channel, &broker.amqp.queue, 1).await;
 

@@ -1,0 +1,5 @@
+//! shared-model's own database and queue code against the real MariaDB and RabbitMQ, each test with its
+//! own database and queue names (the `test-support` kit).
+
+mod queue;
+mod reports;
