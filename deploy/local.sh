@@ -54,25 +54,23 @@ database=${BASH_REMATCH[7]} db_query=${BASH_REMATCH[8]}
 url_re='^amqp://(([^:@/]*)(:([^@/]*))?@)?([^:/?]+)(:[0-9]+)?(/([^?]*))?'
 [[ $AMQP_URL =~ $url_re ]] || die "AMQP_URL must look like amqp://user:password@host:port/vhost"
 amqp_user=${BASH_REMATCH[2]:-guest} amqp_pass=${BASH_REMATCH[4]:-guest} amqp_host=${BASH_REMATCH[5]}
-amqp_vhost=${BASH_REMATCH[8]:-%2f}
 
 is_local() { [[ $1 == 127.0.0.1 || $1 == localhost || $1 == ::1 ]]; }
 
 run_dir=$root/target/local-run
+bin=$root/target/release
 $smoke && run_dir=$run_dir/smoke # a smoke run beside a running stack leaves that stack's logs alone
 mkdir -p "$run_dir"
 
 # A smoke run must not see (or be seen by) another stack on this machine: a database and queue names of
 # its own, so the downloaded report can be compared with the CLI's and no other worker takes its job.
 smoke_suffix=""
+smoke_names=false
 if $smoke; then
   smoke_suffix=smoke$(od -An -N4 -tx4 /dev/urandom | tr -d ' \n')
   database=${database}_$smoke_suffix
   DATABASE_URL="mysql://$db_user${db_pass:+:$db_pass}@$db_host:$db_port/$database$db_query"
-  export APP__AMQP__EXCHANGE=restaurant-monitor.reports.$smoke_suffix
-  export APP__AMQP__QUEUE=restaurant-monitor.report-jobs.v1.$smoke_suffix
-  export APP__AMQP__DEAD_LETTER_EXCHANGE=restaurant-monitor.reports.dead-letter.$smoke_suffix
-  export APP__AMQP__DEAD_LETTER_QUEUE=restaurant-monitor.report-jobs.dead-letter.$smoke_suffix
+  # The queue names get the suffix after the build below: the binaries own the names.
 fi
 export DATABASE_URL AMQP_URL DATA_DIR
 
@@ -87,14 +85,9 @@ stop_rabbitmq=false
 created_database=false
 
 delete_smoke_topology() {
-  # Best effort through the management API (the plugin is enabled above); the broker keeps nothing else.
-  local api="http://$amqp_host:15672/api" credentials path
-  credentials="$(url_decode "$amqp_user"):$(url_decode "$amqp_pass")"
-  for path in "queues/$amqp_vhost/$APP__AMQP__QUEUE" "queues/$amqp_vhost/$APP__AMQP__DEAD_LETTER_QUEUE" \
-    "queues/$amqp_vhost/$APP__AMQP__DEAD_LETTER_QUEUE.mark-failed" \
-    "exchanges/$amqp_vhost/$APP__AMQP__EXCHANGE" "exchanges/$amqp_vhost/$APP__AMQP__DEAD_LETTER_EXCHANGE"; do
-    curl -fsS -o /dev/null -u "$credentials" -X DELETE "$api/$path" 2>/dev/null || true
-  done
+  # Only once the smoke run's own names are in force (before that, the names are someone else's).
+  $smoke_names || return 0
+  "$bin/report-worker" topology delete >/dev/null 2>&1 || true
 }
 
 cleanup() {
@@ -141,7 +134,12 @@ fi
 
 say "building the release binaries (the first build takes several minutes)"
 cargo build --release --locked --bins
-bin=$root/target/release
+if $smoke; then
+  names=$("$bin/report-worker" topology names "$smoke_suffix") || die "cannot name the smoke run's queues"
+  while IFS= read -r setting; do export "${setting?}"; done <<<"$names"
+  [[ ${APP__AMQP__QUEUE:-} == *"$smoke_suffix" ]] || die "the smoke run's queue names lack their suffix"
+  smoke_names=true
+fi
 
 say "loading $DATA_DIR"
 if ! "$bin/ingest-worker" --once >"$run_dir/first-load.log" 2>&1; then

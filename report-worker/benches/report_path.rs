@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use diesel::prelude::*;
 use lapin::{Connection, ConnectionProperties};
+use report_worker::consumer;
 use report_worker::job::{JobDelivery, JobHandler, JobTimings, Outcome};
 use report_worker::settings::{Settings, WorkerSettings};
-use report_worker::{consumer, topology};
 use shared_model::db::{self, DbPool};
 use shared_model::messages::ReportJob;
 use shared_model::models::reports;
@@ -51,7 +51,7 @@ fn main() -> anyhow::Result<()> {
         if let Ok(conn) = Connection::connect(&settings.amqp.url, ConnectionProperties::default()).await
             && let Ok(channel) = conn.create_channel().await
         {
-            let _ = topology::delete(&channel, &settings.amqp).await;
+            let _ = queue::delete_topology(&channel, &settings.amqp).await;
         }
     });
     let (cold, warm) = result?;
@@ -88,7 +88,7 @@ fn phases_without_broker(pool: &DbPool, amqp: &AmqpSettings) -> anyhow::Result<(
 async fn through_the_queue(settings: &Settings, pool: &DbPool) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     let connection = Connection::connect(&settings.amqp.url, ConnectionProperties::default()).await?;
     let publishing = queue::open_publish_channel(&connection, &settings.amqp).await?;
-    topology::declare(&publishing, &settings.amqp).await?;
+    queue::declare_topology(&publishing, &settings.amqp).await?;
     let (mut cold, mut warm) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         let handler = Arc::new(JobHandler::new(pool.clone(), settings.worker.clone(), settings.amqp.delivery_limit));

@@ -2,15 +2,13 @@
 //!
 //! One AMQP connection with three channels — one to declare the topology, one consuming jobs with
 //! `basic.qos(prefetch)` (`shared_model::queue::open_consume_channel`), one consuming the failed-marker
-//! copy of dead-lettered jobs (see [`topology`]). The worker publishes nothing.
+//! copy of dead-lettered jobs (`shared_model::queue`). The worker publishes nothing.
 //! Each job runs on the blocking pool through [`JobHandler::handle`]; its outcome becomes an ack, a
 //! requeue or a dead-letter only after the report is stored or marked.
 //!
 //! Shutdown (the `shutdown` future, SIGTERM/SIGINT in the binary): both consumers are cancelled, jobs in
 //! hand finish and are acknowledged, then the connection closes. A lost broker connection is reopened
 //! with a backoff; the kept dataset survives it.
-//!
-//! [`topology`]: crate::topology
 
 use std::future::Future;
 use std::pin::pin;
@@ -28,13 +26,12 @@ use lapin::types::{AMQPValue, FieldTable};
 use shared_model::db::{self, DbPool};
 use shared_model::messages::ReportJob;
 use shared_model::models::reports;
-use shared_model::queue;
+use shared_model::queue::{self, header, header_count, header_text};
 use shared_model::settings::DatabaseSettings;
 use tokio::task::JoinSet;
 
 use crate::job::{Disposition, JobDelivery, JobHandler};
 use crate::settings::Settings;
-use crate::topology;
 
 /// How long the failed-marker waits before handing a message back when MySQL cannot be reached.
 const MARKER_RETRY_DELAY: Duration = Duration::from_secs(5);
@@ -97,42 +94,21 @@ async fn session(
     pool: &DbPool,
     mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> anyhow::Result<()> {
-    let amqp = &settings.amqp;
-    let tag = consumer_tag();
-    let connection = queue::connect_once(&amqp.url, &tag, queue::DEFAULT_CONNECT_TIMEOUT).await?;
-    let declaring = connection.create_channel().await?;
-    topology::declare(&declaring, amqp).await?;
-
-    let (jobs_channel, mut jobs) =
-        queue::open_consume_channel(&connection, amqp, settings.worker.prefetch, &tag).await?;
-    let marker_channel = connection.create_channel().await?;
-    marker_channel.basic_qos(16, BasicQosOptions::default()).await?;
-    let marker_queue = topology::failed_marker_queue(amqp);
-    let mut dead = marker_channel
-        .basic_consume(
-            marker_queue.as_str().into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .with_context(|| format!("consuming {marker_queue}"))?;
-    log::info!("consuming {} (prefetch {}) and {marker_queue} as {tag}", amqp.queue, settings.worker.prefetch);
-
+    let mut broker = Subscriptions::open(settings).await?;
     let stopping = Arc::new(AtomicBool::new(false));
     let retry_delay = Duration::from_millis(settings.worker.retry_delay_ms);
     let mut in_hand = JoinSet::new();
     let ended = loop {
         tokio::select! {
             () = shutdown.as_mut() => break Ok(()),
-            next = jobs.next() => match next {
+            next = broker.jobs.next() => match next {
                 Some(Ok(delivery)) => {
                     in_hand.spawn(run_job(Arc::clone(handler), delivery, Arc::clone(&stopping), retry_delay));
                 }
                 Some(Err(e)) => break Err(anyhow::Error::new(e).context("job consumer failed")),
                 None => break Err(anyhow::anyhow!("the broker cancelled the job consumer")),
             },
-            next = dead.next() => match next {
+            next = broker.dead.next() => match next {
                 Some(Ok(delivery)) => {
                     in_hand.spawn(mark_dead_lettered(pool.clone(), delivery));
                 }
@@ -145,17 +121,59 @@ async fn session(
     if ended.is_ok() {
         log::info!("stopping: no new jobs; finishing {} in hand", in_hand.len());
         stopping.store(true, Ordering::SeqCst);
-        let _ = jobs_channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
-        let _ = marker_channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+        broker.cancel().await;
     }
     // Jobs in hand finish either way: on a lost connection their ack fails and the broker redelivers
     // them, which the handler recognises as already done.
     while in_hand.join_next().await.is_some() {}
     if ended.is_ok() {
-        let _ = connection.close(200, "report-worker stopping".into()).await;
+        let _ = broker.connection.close(200, "report-worker stopping".into()).await;
         log::info!("stopped");
     }
     ended
+}
+
+/// One connection's consumers: jobs, and the failed-marker copies of dead-lettered jobs. The channels
+/// and the connection live as long as the consumers are used.
+struct Subscriptions {
+    connection: lapin::Connection,
+    tag: String,
+    jobs_channel: lapin::Channel,
+    jobs: lapin::Consumer,
+    marker_channel: lapin::Channel,
+    dead: lapin::Consumer,
+}
+
+impl Subscriptions {
+    async fn open(settings: &Settings) -> anyhow::Result<Self> {
+        let amqp = &settings.amqp;
+        let tag = consumer_tag();
+        let connection = queue::connect_once(&amqp.url, &tag, queue::DEFAULT_CONNECT_TIMEOUT).await?;
+        let declaring = connection.create_channel().await?;
+        queue::declare_topology(&declaring, amqp).await?;
+        let (jobs_channel, jobs) =
+            queue::open_consume_channel(&connection, amqp, settings.worker.prefetch, &tag).await?;
+        let marker_channel = connection.create_channel().await?;
+        marker_channel.basic_qos(16, BasicQosOptions::default()).await?;
+        let marker_queue = amqp.failed_marker_queue();
+        let dead = marker_channel
+            .basic_consume(
+                marker_queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("consuming {marker_queue}"))?;
+        log::info!("consuming {} (prefetch {}) and {marker_queue} as {tag}", amqp.queue, settings.worker.prefetch);
+        Ok(Self { connection, tag, jobs_channel, jobs, marker_channel, dead })
+    }
+
+    /// Stops both consumers; deliveries already in hand can still be acknowledged.
+    async fn cancel(&self) {
+        let _ = self.jobs_channel.basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default()).await;
+        let _ = self.marker_channel.basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default()).await;
+    }
 }
 
 fn consumer_tag() -> String {
@@ -167,31 +185,6 @@ fn consumer_tag() -> String {
 fn nanoid_like() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     format!("{nanos:08x}")
-}
-
-fn header<'a>(headers: Option<&'a FieldTable>, name: &str) -> Option<&'a AMQPValue> {
-    headers?.inner().iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v)
-}
-
-fn integer(value: &AMQPValue) -> Option<u32> {
-    match value {
-        AMQPValue::ShortShortInt(v) => u32::try_from(*v).ok(),
-        AMQPValue::ShortShortUInt(v) => Some(u32::from(*v)),
-        AMQPValue::ShortInt(v) => u32::try_from(*v).ok(),
-        AMQPValue::ShortUInt(v) => Some(u32::from(*v)),
-        AMQPValue::LongInt(v) => u32::try_from(*v).ok(),
-        AMQPValue::LongUInt(v) => Some(*v),
-        AMQPValue::LongLongInt(v) => u32::try_from(*v).ok(),
-        _ => None,
-    }
-}
-
-fn text(value: &AMQPValue) -> Option<String> {
-    match value {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-        _ => None,
-    }
 }
 
 async fn run_job(handler: Arc<JobHandler>, delivery: Delivery, stopping: Arc<AtomicBool>, retry_delay: Duration) {
@@ -288,9 +281,9 @@ fn dead_letter_reason(headers: Option<&FieldTable>) -> String {
         _ => None,
     };
     let field = |name: &str| death.as_ref().and_then(|d| header(Some(d), name));
-    let why = field("reason").and_then(text);
-    let queue = field("queue").and_then(text).unwrap_or_else(|| "the job queue".into());
-    let deliveries = header(headers, "x-delivery-count").and_then(integer);
+    let why = field("reason").and_then(header_text);
+    let queue = field("queue").and_then(header_text).unwrap_or_else(|| "the job queue".into());
+    let deliveries = header(headers, "x-delivery-count").and_then(header_count);
     match why.as_deref() {
         Some("delivery_limit") => format!(
             "the report job was given up after {} deliveries from {queue}: workers failed or stopped on every \

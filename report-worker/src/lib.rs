@@ -5,4 +5,3 @@ pub mod consumer;
 pub mod dataset;
 pub mod job;
 pub mod settings;
-pub mod topology;

@@ -1,14 +1,19 @@
 //! `report-worker [run]` — the queue consumer (settings: `config/`, `APP__…`, `DATABASE_URL`, `AMQP_URL`).
 //! `report-worker compute --data <DIR> [--out <FILE>]` — the offline report.
+//! `report-worker topology names <SUFFIX>` — the topology's settings with every name suffixed, as
+//! `APP__AMQP__…=…` lines (a smoke run's own names); `report-worker topology declare|delete` — declare or
+//! delete every exchange and queue of the configured topology.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use report_worker::settings::Settings;
 use report_worker::{cli, consumer};
+use shared_model::queue;
 use uptime_core::time::format_micros;
 
-const USAGE: &str = "usage: report-worker [run]\n       report-worker compute --data <DIR> [--out <FILE>]";
+const USAGE: &str = "usage: report-worker [run]\n       report-worker compute --data <DIR> [--out <FILE>]\n       \
+                     report-worker topology names <SUFFIX> | declare | delete";
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -16,6 +21,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         None | Some("run") if args.len() <= 1 => run(),
         Some("compute") => compute(&args[1..]),
+        Some("topology") => topology(&args[1..]),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -71,13 +77,52 @@ fn compute(args: &[String]) -> ExitCode {
 }
 
 fn run() -> ExitCode {
-    let settings = match shared_model::settings::load::<Settings>() {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("report-worker: cannot read the settings: {e}");
-            return ExitCode::from(2);
+    let Some(settings) = settings() else { return ExitCode::from(2) };
+    block_on(consumer::run(settings, shared_model::shutdown::signalled()))
+}
+
+fn topology(args: &[String]) -> ExitCode {
+    let Some(settings) = settings() else { return ExitCode::from(2) };
+    let amqp = settings.amqp;
+    match args {
+        [names, suffix] if names == "names" => {
+            let suffixed = amqp.with_suffix(suffix);
+            println!("APP__AMQP__EXCHANGE={}", suffixed.exchange);
+            println!("APP__AMQP__QUEUE={}", suffixed.queue);
+            println!("APP__AMQP__DEAD_LETTER_EXCHANGE={}", suffixed.dead_letter_exchange);
+            println!("APP__AMQP__DEAD_LETTER_QUEUE={}", suffixed.dead_letter_queue);
+            ExitCode::SUCCESS
         }
-    };
+        [verb] if verb == "declare" || verb == "delete" => {
+            let delete = verb == "delete";
+            block_on(async move {
+                let connection =
+                    queue::connect_once(&amqp.url, "report-worker topology", queue::DEFAULT_CONNECT_TIMEOUT).await?;
+                let channel = connection.create_channel().await?;
+                if delete {
+                    queue::delete_topology(&channel, &amqp).await?;
+                } else {
+                    queue::declare_topology(&channel, &amqp).await?;
+                }
+                let _ = connection.close(200, "done".into()).await;
+                log::info!("{} the topology of {}", if delete { "deleted" } else { "declared" }, amqp.queue);
+                Ok(())
+            })
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn settings() -> Option<Settings> {
+    shared_model::settings::load::<Settings>()
+        .map_err(|e| eprintln!("report-worker: cannot read the settings: {e}"))
+        .ok()
+}
+
+fn block_on(task: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -85,7 +130,7 @@ fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(consumer::run(settings, shared_model::shutdown::signalled())) {
+    match runtime.block_on(task) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e:#}");

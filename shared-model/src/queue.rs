@@ -216,12 +216,41 @@ pub async fn declare_topology(channel: &Channel, settings: &AmqpSettings) -> Res
         )
         .await
         .map_err(declare("binding of job queue", &settings.queue))?;
-    Ok(())
+    declare_failed_marker(channel, settings).await
 }
 
-/// Deletes what [`declare_topology`] declared, messages included. For tests with suffixed names.
+/// The *failed-marker* queue, bound to the dead-letter exchange with the same routing key as the
+/// dead-letter queue. Every dead-lettered job thus reaches both: the dead-letter queue keeps it for a
+/// person to inspect, and the report workers consume the copy to mark its report Failed — the one path
+/// that still works when a worker died on the last delivery the queue allowed, or MySQL was down when it
+/// gave up.
+async fn declare_failed_marker(channel: &Channel, settings: &AmqpSettings) -> Result<(), QueueError> {
+    let marker = settings.failed_marker_queue();
+    let declare_error = |source| QueueError::Declare { what: "failed-marker queue", name: marker.clone(), source };
+    // A classic durable queue: the marker hands a message back while MySQL is down, as often as it takes,
+    // and quorum queues of RabbitMQ 4 drop a message after 20 returns by default.
+    channel.queue_declare(short(&marker), durable_queue(), FieldTable::default()).await.map_err(declare_error)?;
+    channel
+        .queue_bind(
+            short(&marker),
+            short(&settings.dead_letter_exchange),
+            short(DEAD_LETTER_ROUTING_KEY),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(declare_error)
+}
+
+/// Deletes what [`declare_topology`] declared, messages included: for tests and smoke runs with names of
+/// their own (`report-worker topology delete`).
 pub async fn delete_topology(channel: &Channel, settings: &AmqpSettings) -> Result<(), QueueError> {
-    for (what, queue) in [("job queue", &settings.queue), ("dead-letter queue", &settings.dead_letter_queue)] {
+    let marker = settings.failed_marker_queue();
+    for (what, queue) in [
+        ("failed-marker queue", &marker),
+        ("job queue", &settings.queue),
+        ("dead-letter queue", &settings.dead_letter_queue),
+    ] {
         channel
             .queue_delete(short(queue), QueueDeleteOptions::default())
             .await
@@ -317,20 +346,36 @@ pub fn decode_job(data: &[u8]) -> Result<ReportJob, QueueError> {
 /// 0 on the first delivery). With `delivery_limit` N the broker dead-letters the message instead of
 /// delivering it again once this would exceed N, so a delivery with `previous_deliveries == N` is the last.
 pub fn previous_deliveries(delivery: &Delivery) -> u32 {
-    let Some(headers) = delivery.properties.headers() else {
-        return 0;
+    header(delivery.properties.headers().as_ref(), "x-delivery-count").and_then(header_count).unwrap_or(0)
+}
+
+/// A header of a message (or a field of a table inside one, such as an `x-death` entry).
+pub fn header<'a>(headers: Option<&'a FieldTable>, name: &str) -> Option<&'a AMQPValue> {
+    headers?.inner().iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v)
+}
+
+/// A header holding a count, whichever integer type the broker chose; clamped to `0..=u32::MAX`.
+pub fn header_count(value: &AMQPValue) -> Option<u32> {
+    let n = match value {
+        AMQPValue::LongLongInt(n) => *n,
+        AMQPValue::LongInt(n) => i64::from(*n),
+        AMQPValue::LongUInt(n) => i64::from(*n),
+        AMQPValue::ShortInt(n) => i64::from(*n),
+        AMQPValue::ShortUInt(n) => i64::from(*n),
+        AMQPValue::ShortShortInt(n) => i64::from(*n),
+        AMQPValue::ShortShortUInt(n) => i64::from(*n),
+        _ => return None,
     };
-    let count = match headers.inner().get("x-delivery-count") {
-        Some(AMQPValue::LongLongInt(n)) => *n,
-        Some(AMQPValue::LongInt(n)) => i64::from(*n),
-        Some(AMQPValue::LongUInt(n)) => i64::from(*n),
-        Some(AMQPValue::ShortInt(n)) => i64::from(*n),
-        Some(AMQPValue::ShortUInt(n)) => i64::from(*n),
-        Some(AMQPValue::ShortShortInt(n)) => i64::from(*n),
-        Some(AMQPValue::ShortShortUInt(n)) => i64::from(*n),
-        _ => 0,
-    };
-    u32::try_from(count.max(0)).unwrap_or(u32::MAX)
+    Some(u32::try_from(n.max(0)).unwrap_or(u32::MAX))
+}
+
+/// A header holding text.
+pub fn header_text(value: &AMQPValue) -> Option<String> {
+    match value {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
 }
 
 /// True when the broker will not deliver this message again if it is returned (rejected with requeue,

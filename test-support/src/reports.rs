@@ -3,6 +3,7 @@
 use chrono::{NaiveDateTime, Utc};
 use diesel::mysql::MysqlConnection;
 use diesel::prelude::*;
+use shared_model::models;
 use shared_model::schema::reports;
 
 /// A new report id, as the gateway makes them.
@@ -13,16 +14,8 @@ pub fn new_report_id() -> String {
 /// A report row as the gateway creates it: Running, queued. Returns its id.
 pub fn create_report(conn: &mut MysqlConnection) -> String {
     let id = new_report_id();
-    let now = Utc::now().naive_utc();
-    diesel::insert_into(reports::table)
-        .values((
-            reports::report_id.eq(&id),
-            reports::status.eq("Running"),
-            reports::created_at.eq(now),
-            reports::queued_at.eq(Some(now)),
-        ))
-        .execute(conn)
-        .expect("insert report");
+    models::reports::create(conn, &id, Utc::now().naive_utc()).expect("insert report");
+    assert!(models::reports::mark_queued(conn, &id).expect("mark queued"), "a new report is in the outbox");
     id
 }
 

@@ -93,16 +93,10 @@ impl Default for TestTopology {
     }
 }
 
-/// Deletes the failed-marker queue, then the job topology (queues before their exchanges).
+/// Deletes every queue and exchange the services declare (queues before their exchanges).
 async fn delete_all(amqp: &AmqpSettings) -> Result<(), QueueError> {
     let connection = queue::connect_once(&amqp.url, "test cleanup", Duration::from_secs(5)).await?;
     let channel = connection.create_channel().await.map_err(QueueError::Channel)?;
-    let marker = amqp.failed_marker_queue();
-    channel.queue_delete(marker.as_str().into(), Default::default()).await.map_err(|source| QueueError::Delete {
-        what: "failed-marker queue",
-        name: marker.clone(),
-        source,
-    })?;
     queue::delete_topology(&channel, amqp).await?;
     let _ = connection.close(200, "OK".into()).await;
     Ok(())
