@@ -10,6 +10,8 @@ pub const DATETIME_MIN_MICROS: i64 = -30_610_224_000 * 1_000_000;
 /// 9999-12-31 23:59:59.999999 UTC: the latest value of a MySQL `DATETIME(6)`.
 pub const DATETIME_MAX_MICROS: i64 = 253_402_300_800 * 1_000_000 - 1;
 
+use uptime_core::time::civil_from_days;
+
 /// Builds `prefix (row),(row),… suffix` statements of at most about `max_bytes` each.
 pub struct StatementBuilder<'a> {
     prefix: &'a str,
@@ -112,20 +114,6 @@ pub fn push_datetime(out: &mut String, micros: i64) {
     out.push('.');
     push_padded(out, frac, 6);
     out.push('\'');
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

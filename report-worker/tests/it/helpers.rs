@@ -9,6 +9,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::mysql::MysqlConnection;
 use diesel::prelude::*;
+use shared_model::models::polls;
 use shared_model::schema::{business_hours, current_snapshots, loads, snapshots, store_timezones, stores};
 pub use test_support::report_fixture as fixture;
 pub use test_support::{TestDatabase, create_report, job_body, report_row};
@@ -56,7 +57,7 @@ pub fn insert_stores(conn: &mut MysqlConnection, ids: &[&str]) -> HashMap<String
 /// status changes (or the row is new).
 pub fn upsert_polls(conn: &mut MysqlConnection, load_id: u64, rows: &[Poll]) {
     for chunk in rows.chunks(10_000) {
-        let mut sql = String::from("INSERT INTO polls (store_key, polled_at, active, load_id) VALUES ");
+        let mut sql = String::from(polls::UPSERT_PREFIX);
         for (i, p) in chunk.iter().enumerate() {
             if i > 0 {
                 sql.push(',');
@@ -68,10 +69,7 @@ pub fn upsert_polls(conn: &mut MysqlConnection, load_id: u64, rows: &[Poll]) {
                 p.active
             ));
         }
-        sql.push_str(
-            " ON DUPLICATE KEY UPDATE load_id = IF(active <> VALUES(active), VALUES(load_id), load_id), \
-             active = VALUES(active)",
-        );
+        sql.push_str(polls::UPSERT_ON_DUPLICATE);
         conn.batch_execute(&sql).expect("upsert polls");
     }
 }
