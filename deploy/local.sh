@@ -43,17 +43,8 @@ export RUST_LOG=${RUST_LOG:-info}
 if $smoke && [ "$REPORT_WORKERS" -lt 1 ]; then die "--smoke needs REPORT_WORKERS of at least 1"; fi
 [ -d "$DATA_DIR" ] || die "DATA_DIR $DATA_DIR is not a folder"
 DATA_DIR=$(cd "$DATA_DIR" && pwd)
+export DATABASE_URL AMQP_URL DATA_DIR
 command -v cargo >/dev/null || die "cargo is not installed: install Rust first (https://rustup.rs)"
-
-url_decode() { python3 -c 'import sys, urllib.parse; print(urllib.parse.unquote(sys.argv[1]))' "$1"; }
-
-url_re='^mysql://([^:@/]+)(:([^@/]*))?@([^:/?]+)(:([0-9]+))?/([^/?]+)(\?.*)?$'
-[[ $DATABASE_URL =~ $url_re ]] || die "DATABASE_URL must look like mysql://user[:password]@host[:port]/database"
-db_user=${BASH_REMATCH[1]} db_pass=${BASH_REMATCH[3]} db_host=${BASH_REMATCH[4]} db_port=${BASH_REMATCH[6]:-3306}
-database=${BASH_REMATCH[7]} db_query=${BASH_REMATCH[8]}
-url_re='^amqp://(([^:@/]*)(:([^@/]*))?@)?([^:/?]+)(:[0-9]+)?(/([^?]*))?'
-[[ $AMQP_URL =~ $url_re ]] || die "AMQP_URL must look like amqp://user:password@host:port/vhost"
-amqp_user=${BASH_REMATCH[2]:-guest} amqp_pass=${BASH_REMATCH[4]:-guest} amqp_host=${BASH_REMATCH[5]}
 
 is_local() { [[ $1 == 127.0.0.1 || $1 == localhost || $1 == ::1 ]]; }
 
@@ -62,20 +53,6 @@ bin=$root/target/release
 $smoke && run_dir=$run_dir/smoke # a smoke run beside a running stack leaves that stack's logs alone
 mkdir -p "$run_dir"
 
-# A smoke run must not see (or be seen by) another stack on this machine: a database and queue names of
-# its own, so the downloaded report can be compared with the CLI's and no other worker takes its job.
-smoke_suffix=""
-smoke_names=false
-if $smoke; then
-  smoke_suffix=smoke$(od -An -N4 -tx4 /dev/urandom | tr -d ' \n')
-  database=${database}_$smoke_suffix
-  DATABASE_URL="mysql://$db_user${db_pass:+:$db_pass}@$db_host:$db_port/$database$db_query"
-  # The queue names get the suffix after the build below: the binaries own the names.
-fi
-export DATABASE_URL AMQP_URL DATA_DIR
-
-sql() { MYSQL_PWD=$(url_decode "$db_pass") mysql --protocol=tcp -h "$db_host" -P "$db_port" -u "$(url_decode "$db_user")" "$@"; }
-
 # What this script starts, to stop on exit: its own processes, and MariaDB / RabbitMQ only when it was
 # the one that started them.
 pids=()
@@ -83,12 +60,7 @@ names=()
 stop_mariadb=false
 stop_rabbitmq=false
 created_database=false
-
-delete_smoke_topology() {
-  # Only once the smoke run's own names are in force (before that, the names are someone else's).
-  $smoke_names || return 0
-  "$bin/report-worker" topology delete >/dev/null 2>&1 || true
-}
+smoke_names=false
 
 cleanup() {
   local alive pid
@@ -106,14 +78,44 @@ cleanup() {
     wait "${pids[@]}" 2>/dev/null || true
   fi
   if $smoke; then
-    if $created_database; then sql -e "DROP DATABASE IF EXISTS \`$database\`" 2>/dev/null || true; fi
-    delete_smoke_topology
+    if $created_database; then "$bin/ingest-worker" database drop >/dev/null 2>&1 || true; fi
+    # Only once the smoke run's own names are in force (before that, the names are someone else's).
+    if $smoke_names; then "$bin/report-worker" topology delete >/dev/null 2>&1 || true; fi
   fi
   if $stop_rabbitmq; then say "stopping RabbitMQ (this script started it)"; rabbitmqctl stop >/dev/null 2>&1 || true; fi
   if $stop_mariadb; then say "stopping MariaDB (this script started it)"; mysqladmin --protocol=tcp -h127.0.0.1 -uroot shutdown >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# --- the binaries: they read DATABASE_URL and AMQP_URL for this script too, so no URL is parsed here ---
+"$root/deploy/services.sh" --packages
+say "building the release binaries (the first build takes several minutes)"
+cargo build --release --locked --bins
+
+# `key=value` lines of a binary's `describe` into shell variables of the given prefix.
+describe() { # prefix, command...
+  local prefix=$1 line
+  shift
+  local lines
+  lines=$("$@") || die "$* failed"
+  while IFS= read -r line; do printf -v "${prefix}_${line%%=*}" '%s' "${line#*=}"; done <<<"$lines"
+}
+describe db "$bin/ingest-worker" database describe
+describe amqp "$bin/report-worker" topology describe
+
+# A smoke run must not see (or be seen by) another stack on this machine: a database and queue names of
+# its own, so the downloaded report can be compared with the CLI's and no other worker takes its job.
+if $smoke; then
+  smoke_suffix=smoke$(od -An -N4 -tx4 /dev/urandom | tr -d ' \n')
+  DATABASE_URL=$("$bin/ingest-worker" database with-suffix "$smoke_suffix") || die "cannot name the smoke database"
+  describe db "$bin/ingest-worker" database describe
+  names=$("$bin/report-worker" topology names "$smoke_suffix") || die "cannot name the smoke run's queues"
+  while IFS= read -r setting; do export "${setting?}"; done <<<"$names"
+  [[ ${APP__AMQP__QUEUE:-} == *"$smoke_suffix" && $db_database == *"$smoke_suffix" ]] ||
+    die "the smoke run's database and queue names lack their suffix"
+  smoke_names=true
+fi
 
 # --- MariaDB and RabbitMQ: installed and started only when missing (and only when they are local) ---
 if is_local "$db_host" || is_local "$amqp_host"; then
@@ -126,20 +128,12 @@ if is_local "$amqp_host"; then
   timeout 60 rabbitmq-plugins enable rabbitmq_management >/dev/null 2>&1 || true
 fi
 
-say "database $database on $db_host:$db_port"
-if ! sql -e "USE \`$database\`" 2>/dev/null; then
-  sql -e "CREATE DATABASE \`$database\`" || die "cannot create database $database: create it, or give a DATABASE_URL whose user may"
-  created_database=true
-fi
-
-say "building the release binaries (the first build takes several minutes)"
-cargo build --release --locked --bins
-if $smoke; then
-  names=$("$bin/report-worker" topology names "$smoke_suffix") || die "cannot name the smoke run's queues"
-  while IFS= read -r setting; do export "${setting?}"; done <<<"$names"
-  [[ ${APP__AMQP__QUEUE:-} == *"$smoke_suffix" ]] || die "the smoke run's queue names lack their suffix"
-  smoke_names=true
-fi
+say "database $db_database on $db_host:$db_port"
+case $("$bin/ingest-worker" database create) in
+  created) created_database=true ;;
+  exists) ;;
+  *) die "cannot create database $db_database: create it, or give a DATABASE_URL whose user may" ;;
+esac
 
 say "loading $DATA_DIR"
 if ! "$bin/ingest-worker" --once >"$run_dir/first-load.log" 2>&1; then
@@ -192,7 +186,7 @@ cat <<TXT
 
 Restaurant Monitor is running (logs in $run_dir/).
   API:            $api   (OpenAPI: $api/openapi.json, metrics: $api/metrics)
-  RabbitMQ UI:    http://$amqp_host:15672   ($(url_decode "$amqp_user") / $(url_decode "$amqp_pass"))
+  RabbitMQ UI:    http://$amqp_host:15672   (user $amqp_user, the password of AMQP_URL)
   Report workers: $REPORT_WORKERS
   Data:           $DATA_DIR   (loaded now and every hour)
 

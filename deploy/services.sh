@@ -2,7 +2,11 @@
 # Makes sure what the system and its tests need is on this Debian machine and running:
 # build packages (pkg-config, the MariaDB client library), MariaDB and RabbitMQ.
 # Installs with apt only what is missing and starts only what is not running; safe to run again.
+#   deploy/services.sh              packages, then MariaDB and RabbitMQ running
+#   deploy/services.sh --packages   only the packages (to build, or to run against servers elsewhere)
 set -euo pipefail
+packages_only=false
+[ "${1:-}" = --packages ] && packages_only=true
 
 log() { printf '[services] %s\n' "$*" >&2; }
 
@@ -19,6 +23,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+$packages_only && exit 0
 
 if ! mysqladmin --protocol=tcp -h127.0.0.1 -uroot ping >/dev/null 2>&1; then
   log "starting MariaDB"

@@ -1,4 +1,6 @@
-//! `ingest-worker [run]` loads at start and every interval; `--once` loads once; `migrate` only migrates.
+//! `ingest-worker [run]` loads at start and every interval; `--once` loads once; `migrate` only migrates;
+//! `database …` creates, drops or describes the database of `DATABASE_URL` (for `deploy/local.sh`, so no
+//! script parses the URL).
 
 use std::process::ExitCode;
 
@@ -11,6 +13,9 @@ const USAGE: &str = "\
 usage: ingest-worker [run]   apply migrations, load DATA_DIR now and every ingest_interval_seconds
        ingest-worker --once  apply migrations, load once; exit 0 if every file loaded, 1 otherwise
        ingest-worker migrate apply migrations and exit
+       ingest-worker database create | drop | describe | with-suffix <SUFFIX>
+                             create DATABASE_URL's database if missing (prints created or exists), drop it,
+                             print host=, port=, database= lines, or print the URL of <database>_<SUFFIX>
 settings: DATABASE_URL, DATA_DIR, APP__INGEST_INTERVAL_SECONDS, APP__INGEST_LOCK_WAIT_SECONDS (or config/*.yaml)";
 
 #[derive(Debug, PartialEq, Eq)]
@@ -18,7 +23,16 @@ enum Command {
     Run,
     Once,
     Migrate,
+    Database(DatabaseCommand),
     Help,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum DatabaseCommand {
+    Create,
+    Drop,
+    Describe,
+    WithSuffix(String),
 }
 
 /// Three words do not need an argument parser.
@@ -27,6 +41,12 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         [] | ["run"] => Ok(Command::Run),
         ["--once"] | ["run", "--once"] => Ok(Command::Once),
         ["migrate"] => Ok(Command::Migrate),
+        ["database", "create"] => Ok(Command::Database(DatabaseCommand::Create)),
+        ["database", "drop"] => Ok(Command::Database(DatabaseCommand::Drop)),
+        ["database", "describe"] => Ok(Command::Database(DatabaseCommand::Describe)),
+        ["database", "with-suffix", suffix] if suffix.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            Ok(Command::Database(DatabaseCommand::WithSuffix((*suffix).to_owned())))
+        }
         ["-h"] | ["--help"] | ["help"] => Ok(Command::Help),
         other => Err(format!("unexpected arguments: {}", other.join(" "))),
     }
@@ -57,9 +77,13 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     let settings: Settings = shared_model::settings::load().context("cannot read the settings")?;
+    if let Command::Database(what) = command {
+        database(&settings.database.url, what)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     db::migrate(&settings.database.url)?;
     match command {
-        Command::Migrate | Command::Help => Ok(ExitCode::SUCCESS),
+        Command::Migrate | Command::Help | Command::Database(_) => Ok(ExitCode::SUCCESS),
         Command::Once => {
             let report = load_once(&settings)?;
             Ok(if report.succeeded() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -73,6 +97,23 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn database(url: &str, command: DatabaseCommand) -> anyhow::Result<()> {
+    let url = db::DatabaseUrl::parse(url)?;
+    match command {
+        DatabaseCommand::Create => {
+            println!("{}", if db::create_database_if_missing(&url)? { "created" } else { "exists" })
+        }
+        DatabaseCommand::Drop => db::drop_database(&url)?,
+        DatabaseCommand::Describe => {
+            println!("host={}\nport={}\ndatabase={}", url.host(), url.port(), url.database());
+        }
+        DatabaseCommand::WithSuffix(suffix) => {
+            println!("{}", url.with_database(&format!("{}_{suffix}", url.database())));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -92,5 +133,11 @@ mod tests {
         assert_eq!(parse(&["--help"]), Ok(Command::Help));
         assert!(parse(&["--twice"]).is_err());
         assert!(parse(&["migrate", "--once"]).is_err());
+        assert_eq!(parse(&["database", "create"]), Ok(Command::Database(DatabaseCommand::Create)));
+        assert_eq!(
+            parse(&["database", "with-suffix", "smoke1f"]),
+            Ok(Command::Database(DatabaseCommand::WithSuffix("smoke1f".into())))
+        );
+        assert!(parse(&["database", "with-suffix", "a;b"]).is_err());
     }
 }

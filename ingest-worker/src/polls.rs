@@ -28,7 +28,7 @@ use log::info;
 use shared_model::db;
 use shared_model::models::loads::{self, Load, LoadEnd, LoadStatus};
 use shared_model::models::polls::{UPSERT_ON_DUPLICATE, UPSERT_PREFIX};
-use uptime_core::input::{Poll, read_polls_bytes};
+use uptime_core::input::{Poll, PollsFile, StoreIds, read_polls_bytes};
 
 use crate::digest::FileDigest;
 use crate::error::FileError;
@@ -60,21 +60,7 @@ pub(crate) fn load(
     let parse_started = Instant::now();
     let appended = appended_part(bytes, digest, previous);
     let mut file = match appended {
-        Some(part) => {
-            let mut text = Vec::with_capacity(part.header_end + bytes.len() - part.from);
-            text.extend_from_slice(&bytes[..part.header_end]);
-            text.extend_from_slice(&bytes[part.from..]);
-            let mut file = read_polls_bytes(path, &text, &mut stores.ids, loaded_at)?;
-            if !file.summary.samples.is_empty() {
-                // The reader numbered the appended rows from line 2; they start after the loaded lines.
-                let loaded_lines = memchr::memchr_iter(b'\n', &bytes[..part.from]).count() as u64;
-                for sample in &mut file.summary.samples {
-                    sample.line += loaded_lines - 1;
-                }
-            }
-            file.summary.note("bytes loaded earlier and skipped (the file only grew)", part.from as u64);
-            file
-        }
+        Some(ref part) => read_appended(path, bytes, part, &mut stores.ids, loaded_at)?,
         None => read_polls_bytes(path, bytes, &mut stores.ids, loaded_at)?,
     };
     let parse_seconds = parse_started.elapsed().as_secs_f64();
@@ -98,6 +84,30 @@ pub(crate) fn load(
     let end = end_loaded(digest, &file.summary, polls.len() as u64);
     write(conn, &url, &polls, load_id, &end)?;
     Ok(LoadedFile { status: LoadStatus::Loaded, end, summary: Some(file.summary) })
+}
+
+/// Reads only the part of a file that was appended since the last load, with line numbers of the whole
+/// file in the rejected samples.
+fn read_appended(
+    path: &Path,
+    bytes: &[u8],
+    part: &AppendedPart,
+    ids: &mut StoreIds,
+    loaded_at: i64,
+) -> Result<PollsFile, FileError> {
+    let mut text = Vec::with_capacity(part.header_end + bytes.len() - part.from);
+    text.extend_from_slice(&bytes[..part.header_end]);
+    text.extend_from_slice(&bytes[part.from..]);
+    let mut file = read_polls_bytes(path, &text, ids, loaded_at)?;
+    if !file.summary.samples.is_empty() {
+        // The reader numbered the appended rows from line 2; they start after the loaded lines.
+        let loaded_lines = memchr::memchr_iter(b'\n', &bytes[..part.from]).count() as u64;
+        for sample in &mut file.summary.samples {
+            sample.line += loaded_lines - 1;
+        }
+    }
+    file.summary.note("bytes loaded earlier and skipped (the file only grew)", part.from as u64);
+    Ok(file)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,8 @@
 //! `report-worker compute --data <DIR> [--out <FILE>]` — the offline report.
 //! `report-worker topology names <SUFFIX>` — the topology's settings with every name suffixed, as
 //! `APP__AMQP__…=…` lines (a smoke run's own names); `report-worker topology declare|delete` — declare or
-//! delete every exchange and queue of the configured topology.
+//! delete every exchange and queue of the configured topology; `report-worker topology describe` — the
+//! broker's `host=` and `user=` (so no script parses `AMQP_URL`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ use shared_model::queue;
 use uptime_core::time::format_micros;
 
 const USAGE: &str = "usage: report-worker [run]\n       report-worker compute --data <DIR> [--out <FILE>]\n       \
-                     report-worker topology names <SUFFIX> | declare | delete";
+                     report-worker topology names <SUFFIX> | declare | delete | describe";
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -93,6 +94,16 @@ fn topology(args: &[String]) -> ExitCode {
             println!("APP__AMQP__DEAD_LETTER_QUEUE={}", suffixed.dead_letter_queue);
             ExitCode::SUCCESS
         }
+        [verb] if verb == "describe" => match amqp.url.parse::<lapin::uri::AMQPUri>() {
+            Ok(uri) => {
+                println!("host={}\nuser={}", uri.authority.host, uri.authority.userinfo.username);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("report-worker: AMQP_URL {} cannot be read: {e}", shared_model::db::redact_url(&amqp.url));
+                ExitCode::from(2)
+            }
+        },
         [verb] if verb == "declare" || verb == "delete" => {
             let delete = verb == "delete";
             block_on(async move {

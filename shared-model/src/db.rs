@@ -28,6 +28,8 @@ pub enum DbError {
     Migration(String),
     #[error("another process held the migration lock for {0} s; is a migration stuck?")]
     MigrationLockTimeout(u32),
+    #[error("DATABASE_URL {url} cannot be used: {why}")]
+    BadUrl { url: String, why: String },
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
 }
@@ -157,13 +159,129 @@ pub fn migrate(url: &str) -> Result<(), DbError> {
     Ok(())
 }
 
+/// The parts of a `mysql://user[:password]@host[:port]/database[?query]` URL that administration needs:
+/// the server without a database, and the database's name. The one parser of such URLs (services, the
+/// local script through `ingest-worker database …`, and the tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseUrl {
+    /// `mysql://user[:password]@host[:port]`, credentials as written (percent-encoded).
+    server: String,
+    host: String,
+    port: u16,
+    database: String,
+    /// `?…` or empty.
+    query: String,
+}
+
+impl DatabaseUrl {
+    pub fn parse(url: &str) -> Result<DatabaseUrl, DbError> {
+        let bad = |why: &str| DbError::BadUrl { url: redact_url(url), why: why.to_owned() };
+        let rest = url.strip_prefix("mysql://").ok_or_else(|| bad("it must start with mysql://"))?;
+        let (rest, query) = match rest.find('?') {
+            Some(q) => (&rest[..q], &rest[q..]),
+            None => (rest, ""),
+        };
+        let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+        let (host, port) = match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, port.parse().map_err(|_| bad("its port is not a number"))?),
+            None => (host_port, 3306),
+        };
+        if host.is_empty() {
+            return Err(bad("it names no host"));
+        }
+        let server = format!("mysql://{authority}");
+        Ok(DatabaseUrl { server, host: host.to_owned(), port, database: database.to_owned(), query: query.to_owned() })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The database's name; empty when the URL names none.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// The same server and options with another database.
+    pub fn with_database(&self, database: &str) -> DatabaseUrl {
+        DatabaseUrl { database: database.to_owned(), ..self.clone() }
+    }
+
+    /// The server's own `information_schema`: a database every server has, to connect to before the
+    /// URL's database exists.
+    pub fn admin(&self) -> DatabaseUrl {
+        self.with_database("information_schema")
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}{}", self.server, self.database, self.query)
+    }
+}
+
+/// A database name that can be quoted as an identifier with no escaping, and that a person can read.
+fn checked_database_name(url: &DatabaseUrl) -> Result<&str, DbError> {
+    let name = url.database();
+    let fine = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if fine {
+        Ok(name)
+    } else {
+        Err(DbError::BadUrl {
+            url: redact_url(&url.to_string()),
+            why: "its database name must be 1 to 64 letters, digits or underscores".into(),
+        })
+    }
+}
+
+/// Creates the URL's database (utf8mb4) unless it exists; true when this call created it.
+pub fn create_database_if_missing(url: &DatabaseUrl) -> Result<bool, DbError> {
+    let name = checked_database_name(url)?;
+    let mut admin = connect(&url.admin().to_string())?;
+    let created =
+        sql_query(format!("CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4")).execute(&mut admin)?;
+    // MySQL and MariaDB count one affected row for a database created, none for one that existed.
+    Ok(created > 0)
+}
+
+/// Drops the URL's database, if it exists.
+pub fn drop_database(url: &DatabaseUrl) -> Result<(), DbError> {
+    let name = checked_database_name(url)?;
+    let mut admin = connect(&url.admin().to_string())?;
+    sql_query(format!("DROP DATABASE IF EXISTS `{name}`")).execute(&mut admin)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{DatabaseUrl, redact_url};
 
     #[test]
     fn passwords_never_reach_the_logs() {
         assert_eq!(redact_url("mysql://root:secret@db:3306/x"), "mysql://root:***@db:3306/x");
         assert_eq!(redact_url("mysql://root@127.0.0.1/test"), "mysql://root@127.0.0.1/test");
+    }
+
+    #[test]
+    fn database_urls_split_into_server_and_database() {
+        let url = DatabaseUrl::parse("mysql://app:s%40cret@db.internal:3307/restaurant_monitor?ssl_mode=REQUIRED")
+            .expect("a good URL");
+        assert_eq!((url.host(), url.port(), url.database()), ("db.internal", 3307, "restaurant_monitor"));
+        assert_eq!(
+            url.with_database("rm_smoke").to_string(),
+            "mysql://app:s%40cret@db.internal:3307/rm_smoke?ssl_mode=REQUIRED"
+        );
+        let local = DatabaseUrl::parse("mysql://root@127.0.0.1/test").expect("no port");
+        assert_eq!((local.host(), local.port()), ("127.0.0.1", 3306));
+        assert_eq!(local.admin().to_string(), "mysql://root@127.0.0.1/information_schema");
+        assert_eq!(DatabaseUrl::parse("mysql://root@127.0.0.1:3306").expect("no database").database(), "");
+        for bad in ["postgres://x@y/z", "mysql://root@:3306/x", "mysql://root@h:port/x"] {
+            assert!(DatabaseUrl::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -3,34 +3,25 @@
 use std::sync::OnceLock;
 
 use diesel::mysql::MysqlConnection;
-use diesel::{Connection as _, RunQueryDsl as _};
-use shared_model::db::{self, DbPool};
+use shared_model::db::{self, DatabaseUrl, DbPool};
 use shared_model::settings::DatabaseSettings;
 
 /// Connections in [`TestDatabase::pool`] and in [`TestDatabase::settings`].
 const POOL_SIZE: u32 = 6;
 
-/// The server the tests use, `mysql://user@host:port` without a database name, and the query string of
-/// `DATABASE_URL` (`?…`, or empty). `DATABASE_URL` when set, else root on 127.0.0.1:3306.
-pub fn server_url() -> (String, String) {
+/// The server the tests use: `DATABASE_URL` when set (its database is replaced by each test's own), else
+/// root on 127.0.0.1:3306.
+pub fn server() -> DatabaseUrl {
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
-    let (url, query) = match url.find('?') {
-        Some(q) => (url[..q].to_owned(), url[q..].to_owned()),
-        None => (url, String::new()),
-    };
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    let server = match url[after_scheme..].find('/') {
-        Some(slash) => url[..after_scheme + slash].to_owned(),
-        None => url,
-    };
-    (server, query)
+    DatabaseUrl::parse(&url).expect("DATABASE_URL is a mysql:// URL")
 }
 
 /// A database named `rm_t_<random>` (or another prefix), dropped when the value is.
 pub struct TestDatabase {
     name: String,
     url: String,
-    admin_url: String,
+    /// This database's URL, to drop it with.
+    admin: DatabaseUrl,
     pool: OnceLock<DbPool>,
 }
 
@@ -49,14 +40,10 @@ impl TestDatabase {
 
     /// A new database without any table (for tests of the migrations themselves).
     pub fn empty(prefix: &str) -> TestDatabase {
-        let (server, query) = server_url();
         let name = format!("{prefix}{}", crate::unique_suffix());
-        let admin_url = format!("{server}/information_schema{query}");
-        let mut admin = MysqlConnection::establish(&admin_url).expect("the MySQL server answers");
-        diesel::sql_query(format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-            .execute(&mut admin)
-            .expect("create the test database");
-        TestDatabase { url: format!("{server}/{name}{query}"), name, admin_url, pool: OnceLock::new() }
+        let url = server().with_database(&name);
+        assert!(db::create_database_if_missing(&url).expect("create the test database"), "{name} is new");
+        TestDatabase { url: url.to_string(), name, admin: url, pool: OnceLock::new() }
     }
 
     pub fn name(&self) -> &str {
@@ -92,12 +79,7 @@ impl Default for TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let dropped = MysqlConnection::establish(&self.admin_url).map_err(|e| e.to_string()).and_then(|mut admin| {
-            diesel::sql_query(format!("DROP DATABASE IF EXISTS `{}`", self.name))
-                .execute(&mut admin)
-                .map_err(|e| e.to_string())
-        });
-        if let Err(error) = dropped {
+        if let Err(error) = db::drop_database(&self.admin) {
             eprintln!("could not drop the test database {}: {error}", self.name);
         }
     }

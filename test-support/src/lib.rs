@@ -17,7 +17,7 @@ mod wait;
 #[cfg(feature = "worker")]
 pub mod worker;
 
-pub use database::{TestDatabase, server_url};
+pub use database::{TestDatabase, server};
 pub use files::{TempDir, report_fixture};
 pub use reports::{ReportRow, create_report, job_body, new_report_id, report_row, sample_csv};
 #[cfg(feature = "broker")]
