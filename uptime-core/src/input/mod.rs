@@ -494,4 +494,6 @@ pub(crate) fn display_name(path: &Path) -> String {
 }
 
 #[cfg(test)]
+mod robustness_tests;
+#[cfg(test)]
 mod tests;
