@@ -58,6 +58,9 @@ pub enum RejectReason {
     MalformedRow,
     EmptyStoreId,
     StoreIdTooLong,
+    /// A spreadsheet would read the id as a formula, or show it reordered or with hidden characters:
+    /// see [`is_safe_store_id`].
+    UnsafeStoreId,
     BadTimestamp,
     /// More than an hour after the moment of loading.
     FutureTimestamp,
@@ -73,6 +76,7 @@ impl RejectReason {
             RejectReason::MalformedRow => "malformed_row",
             RejectReason::EmptyStoreId => "empty_store_id",
             RejectReason::StoreIdTooLong => "store_id_too_long",
+            RejectReason::UnsafeStoreId => "unsafe_store_id",
             RejectReason::BadTimestamp => "bad_timestamp",
             RejectReason::FutureTimestamp => "future_timestamp",
             RejectReason::BadStatus => "bad_status",
@@ -436,7 +440,8 @@ pub(crate) fn trim(field: &[u8]) -> &[u8] {
     field.trim_ascii()
 }
 
-/// Checks a store id: non-empty after trimming, at most 64 bytes, UTF-8.
+/// Checks a store id: non-empty after trimming, at most 64 bytes, UTF-8, and safe in a report cell
+/// ([`is_safe_store_id`]). Every reader checks ids here, so one rule holds for polls, hours and zones.
 pub(crate) fn store_id(field: &[u8]) -> Result<&str, RejectReason> {
     let id = trim(field);
     if id.is_empty() {
@@ -445,7 +450,34 @@ pub(crate) fn store_id(field: &[u8]) -> Result<&str, RejectReason> {
     if id.len() > MAX_STORE_ID_BYTES {
         return Err(RejectReason::StoreIdTooLong);
     }
-    std::str::from_utf8(id).map_err(|_| RejectReason::MalformedRow)
+    let id = std::str::from_utf8(id).map_err(|_| RejectReason::MalformedRow)?;
+    if !is_safe_store_id(id) {
+        return Err(RejectReason::UnsafeStoreId);
+    }
+    Ok(id)
+}
+
+/// First characters that make a spreadsheet read a cell as a formula (SPEC §1). Tab and carriage return
+/// are on the list because some spreadsheets drop them and then evaluate what follows.
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// Whether a store id may be written into a report cell as it is (SPEC §1): it does not begin like a
+/// formula, and has no control character (Unicode category Cc) and no bidirectional embedding, override
+/// or isolate character (U+202A–U+202E, U+2066–U+2069), which would show the cell reordered.
+pub fn is_safe_store_id(id: &str) -> bool {
+    let begins_like_formula = id.starts_with(FORMULA_STARTS);
+    let hides_or_reorders =
+        id.chars().any(|c| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'));
+    !begins_like_formula && !hides_or_reorders
+}
+
+/// The line a record starts on, from the position csv gives for it. csv reports where the previous
+/// record ended, which is before the `\n` of a CRLF end and before the empty lines it skips as part of the
+/// next record; the record itself starts after all of those. `data` is what the csv reader reads.
+pub(crate) fn record_start_line(data: &[u8], position: &csv::Position) -> u64 {
+    let rest = usize::try_from(position.byte()).ok().and_then(|at| data.get(at..)).unwrap_or_default();
+    let skipped = rest.iter().take_while(|b| matches!(b, b'\r' | b'\n')).filter(|&&b| b == b'\n').count();
+    position.line() + skipped as u64
 }
 
 /// A record as its fields joined by commas, to show a malformed row as it was written.
@@ -461,5 +493,7 @@ pub(crate) fn display_name(path: &Path) -> String {
     path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
+#[cfg(test)]
+mod robustness_tests;
 #[cfg(test)]
 mod tests;

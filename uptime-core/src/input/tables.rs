@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::{
     FileKind, FileSummary, HoursFile, HoursRow, InputError, RejectReason, StoreIds, ZoneRow, ZonesFile,
-    column_positions, display_name, parse, read_file, store_id, trim,
+    column_positions, display_name, parse, read_file, record_start_line, store_id, trim,
 };
 
 /// Calls `row(line, record, summary)` for each data row after checking the header has `kind`'s columns.
@@ -31,12 +31,12 @@ fn each_row(
     };
     let mut summary = FileSummary { file: display_name(path), ..FileSummary::default() };
     loop {
-        let line = reader.position().line();
+        let line = record_start_line(bytes, reader.position());
         match reader.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {
                 summary.rows_read += 1;
-                let line = record.position().map_or(line, |p| p.line());
+                let line = record.position().map_or(line, |p| record_start_line(bytes, p));
                 if columns.iter().any(|&c| record.get(c).is_none()) {
                     summary.reject(line, RejectReason::MalformedRow, &super::joined(&record));
                 } else {

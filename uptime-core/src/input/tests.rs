@@ -146,3 +146,131 @@ fn data_files_are_found_by_every_accepted_name() {
     assert!(DataFiles::find(&dir).expect("found").polls.ends_with("store_status.csv"), "the exact name wins");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn ids_that_begin_like_a_formula_are_unsafe() {
+    for start in ['=', '+', '-', '@', '\t', '\r'] {
+        let id = format!("{start}1234567890123456789");
+        assert!(!is_safe_store_id(&id), "{id:?} starts like a formula");
+        if !start.is_control() {
+            assert!(is_safe_store_id(&format!("1234567890{start}123456789")), "{start:?} is harmless inside an id");
+        }
+    }
+}
+
+#[test]
+fn ids_with_a_control_character_inside_are_unsafe() {
+    for control in ['\u{0}', '\u{7}', '\t', '\n', '\r', '\u{1b}', '\u{7f}', '\u{85}', '\u{9f}'] {
+        let id = format!("store{control}1");
+        assert!(!is_safe_store_id(&id), "{id:?} hides a control character");
+    }
+}
+
+#[test]
+fn ids_with_a_bidirectional_override_or_isolate_inside_are_unsafe() {
+    let bidi = ('\u{202A}'..='\u{202E}').chain('\u{2066}'..='\u{2069}');
+    for mark in bidi {
+        let id = format!("store{mark}1");
+        assert!(!is_safe_store_id(&id), "{id:?} would show reordered");
+    }
+    // The neighbours of both ranges are ordinary text as far as SPEC §1 goes.
+    for neighbour in ['\u{2029}', '\u{202F}', '\u{2065}', '\u{206A}', 'é', '中'] {
+        assert!(is_safe_store_id(&format!("store{neighbour}1")), "{neighbour:?}");
+    }
+}
+
+#[test]
+fn real_shaped_ids_are_safe() {
+    for id in ["1369300147522723770", "b860b6c9-d9ee-4743-9ca5-6f693e65a162", "store-1", "a=b", "S+1", "x@y"] {
+        assert!(is_safe_store_id(id), "{id}");
+    }
+}
+
+/// The samples of a summary as (line, reason), for comparing with what a test expects.
+fn seen(summary: &FileSummary) -> Vec<(u64, RejectReason)> {
+    summary.samples.iter().map(|r| (r.line, r.reason)).collect()
+}
+
+#[test]
+fn polls_with_unsafe_ids_are_rejected_row_by_row_and_the_rest_load() {
+    // Surrounding white space is trimmed before the check (SPEC §1), so a tab in front of a safe id is
+    // dropped, and a tab or space in front of a formula does not smuggle it past the check. The quoted id
+    // on line 5 holds a line break (a control character), so every row after it starts a line later.
+    let text = "store_id,timestamp_utc,status\n\
+                1369300147522723770,2024-01-01 00:00:00,active\n\
+                \"=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\",2024-01-01 00:00:00,active\n\
+                +1,2024-01-01 00:00:00,active\n\
+                \"multi\nline\",2024-01-01 00:00:00,active\n\
+                -1,2024-01-01 00:00:00,active\n\
+                @SUM(A1),2024-01-01 00:00:00,active\n\
+                \"\t=1\",2024-01-01 00:00:00,active\n\
+                \" \r@1\",2024-01-01 00:00:00,active\n\
+                \"a\u{1}b\",2024-01-01 00:00:00,active\n\
+                ab\u{202E}cd,2024-01-01 00:00:00,active\n\
+                \"\t42\",2024-01-01 00:00:00,inactive\n\
+                b860b6c9-d9ee-4743-9ca5-6f693e65a162,2024-01-01 00:00:00,active\n";
+    let mut stores = StoreIds::new();
+    let file =
+        read_polls_bytes(Path::new("store_status.csv"), text.as_bytes(), &mut stores, FAR_FUTURE).expect("reads");
+    let s = &file.summary;
+    assert_eq!((s.rows_read, s.accepted, s.rejected_total()), (12, 3, 9), "{s}");
+    let unsafe_at = |lines: &[u64]| lines.iter().map(|&l| (l, RejectReason::UnsafeStoreId)).collect::<Vec<_>>();
+    assert_eq!(seen(s), unsafe_at(&[3, 4, 5, 7, 8, 9, 10, 11, 12]));
+    assert_eq!(s.samples[0].value, "=HYPERLINK(\"http://x\",\"y\")", "the sample shows the id as written");
+    assert_eq!(
+        stores.iter().collect::<Vec<_>>(),
+        vec!["1369300147522723770", "42", "b860b6c9-d9ee-4743-9ca5-6f693e65a162"]
+    );
+    assert_eq!(s.to_string(), "store_status.csv: 12 rows, 3 accepted, 9 rejected (unsafe_store_id 9)");
+}
+
+#[test]
+fn hours_and_zones_reject_unsafe_ids_with_the_same_rule_and_number_crlf_lines_right() {
+    // CRLF ends and an empty line: csv reports a record where the previous one ended, which is before
+    // the `\n` and the empty line; the readers number the line the record is on.
+    let mut stores = StoreIds::new();
+    let hours = read_hours_bytes(
+        Path::new("menu_hours.csv"),
+        b"store_id,dayOfWeek,start_time_local,end_time_local\r\n=1+2,0,09:00,17:00\r\na,0,09:00,17:00\r\n\r\n\
+          \"b\xE2\x80\xAEc\",1,09:00,17:00\r\n\"-3\",2,09:00,17:00\r\n",
+        &mut stores,
+    )
+    .expect("reads");
+    assert_eq!(hours.rows.len(), 1);
+    let unsafe_at = |lines: &[u64]| lines.iter().map(|&l| (l, RejectReason::UnsafeStoreId)).collect::<Vec<_>>();
+    assert_eq!(seen(&hours.summary), unsafe_at(&[2, 5, 6]));
+    assert!(hours.stores_with_only_rejected_rows.is_empty(), "a rejected id is no store at all");
+
+    let zones = read_zones_bytes(
+        Path::new("timezones.csv"),
+        b"store_id,timezone_str\r\n\r\na,America/Boise\r\n@cmd,Asia/Beirut\n\"x\x07y\",Asia/Beirut\r\nb,Asia/Beirut",
+        &mut stores,
+    )
+    .expect("reads");
+    assert_eq!(zones.rows.iter().map(|r| stores.id(r.store)).collect::<Vec<_>>(), vec!["a", "b"]);
+    assert_eq!(seen(&zones.summary), unsafe_at(&[4, 5]));
+    assert_eq!(stores.len(), 2, "no unsafe id was interned");
+}
+
+/// The polls reader numbers a row after a CRLF end or an empty line a line early, like the hours and
+/// zones readers did before `record_start_line`. Left to the polls reader's streaming rework (another
+/// branch rewrites `read_polls`); run with `--ignored` to see it.
+#[test]
+#[ignore = "the polls reader numbers rows after CRLF ends and empty lines a line early"]
+fn polls_number_lines_after_crlf_ends_and_empty_lines() {
+    let file = polls("store_id,timestamp_utc,status\r\na,2024-01-01 00:00:00,open\r\n\r\nb,bad,active\r\n");
+    assert_eq!(seen(&file.summary), vec![(2, RejectReason::BadStatus), (4, RejectReason::BadTimestamp)]);
+}
+
+#[test]
+fn the_sample_data_with_numeric_and_uuid_ids_has_no_unsafe_id() {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/sample");
+    let data = read_folder(&folder, FAR_FUTURE).expect("reads");
+    // The sample's polls file has a few bad rows on purpose (see report-worker's cli test); none is unsafe.
+    for summary in &data.summaries {
+        assert_eq!(summary.rejected.get(&RejectReason::UnsafeStoreId), None, "{summary}");
+        assert!(summary.accepted > 200, "{summary}");
+    }
+    assert!(data.stores.iter().any(|id| id.len() == 19 && id.bytes().all(|b| b.is_ascii_digit())));
+    assert!(data.stores.iter().any(|id| id.len() == 36 && id.matches('-').count() == 4));
+}
