@@ -2,7 +2,8 @@
 //!
 //! One AMQP connection with three channels — one to declare the topology, one consuming jobs with
 //! `basic.qos(prefetch)` (`shared_model::queue::open_consume_channel`), one consuming the failed-marker
-//! copy of dead-lettered jobs (`shared_model::queue`). The worker publishes nothing.
+//! copy of dead-lettered jobs (`shared_model::queue`). The worker publishes only to the failed-marker
+//! queue: a copy it could not mark yet goes back there with its try counted ([`MARKER_ATTEMPTS_HEADER`]).
 //! Each job runs on the blocking pool through [`JobHandler::handle`]; its outcome becomes an ack, a
 //! requeue or a dead-letter only after the report is stored or marked.
 //!
@@ -18,23 +19,26 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
+use lapin::BasicProperties;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    BasicRejectOptions, ConfirmSelectOptions,
 };
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use shared_model::db::{self, DbPool};
 use shared_model::messages::ReportJob;
-use shared_model::models::reports;
+use shared_model::models::reports::{self, is_valid_report_id};
 use shared_model::queue::{self, header, header_count, header_text};
 use shared_model::settings::DatabaseSettings;
 use tokio::task::JoinSet;
 
-use crate::job::{Disposition, JobDelivery, JobHandler};
+use crate::job::{Disposition, JobDelivery, JobHandler, printable};
 use crate::settings::Settings;
 
-/// How long the failed-marker waits before handing a message back when MySQL cannot be reached.
-const MARKER_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// The failed-marker's own count of its tries on a message: the marker queue is a classic queue, which
+/// counts no deliveries, so a try that fails republishes the message with this header one higher.
+pub const MARKER_ATTEMPTS_HEADER: &str = "x-report-worker-marker-attempts";
 const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(30);
 /// The longest wait before a failed job goes back to the queue.
 const RETRY_DELAY_MAX: Duration = Duration::from_secs(60);
@@ -110,7 +114,14 @@ async fn session(
             },
             next = broker.dead.next() => match next {
                 Some(Ok(delivery)) => {
-                    in_hand.spawn(mark_dead_lettered(pool.clone(), delivery));
+                    let marker = Marker {
+                        pool: pool.clone(),
+                        channel: broker.marker_channel.clone(),
+                        queue: settings.amqp.failed_marker_queue(),
+                        retry_delay: Duration::from_millis(settings.worker.marker_retry_delay_ms),
+                        max_attempts: settings.worker.marker_max_attempts,
+                    };
+                    in_hand.spawn(mark_dead_lettered(marker, delivery));
                 }
                 Some(Err(e)) => break Err(anyhow::Error::new(e).context("failed-marker consumer failed")),
                 None => break Err(anyhow::anyhow!("the broker cancelled the failed-marker consumer")),
@@ -155,6 +166,8 @@ impl Subscriptions {
             queue::open_consume_channel(&connection, amqp, settings.worker.prefetch, &tag).await?;
         let marker_channel = connection.create_channel().await?;
         marker_channel.basic_qos(16, BasicQosOptions::default()).await?;
+        // A retried copy is acknowledged only once the broker confirms the republished one.
+        marker_channel.confirm_select(ConfirmSelectOptions::default()).await?;
         let marker_queue = amqp.failed_marker_queue();
         let dead = marker_channel
             .basic_consume(
@@ -231,42 +244,97 @@ async fn settle(delivery: &Delivery, disposition: Disposition) {
     }
 }
 
-/// Marks the report of a dead-lettered job Failed, unless it already finished.
-async fn mark_dead_lettered(pool: DbPool, delivery: Delivery) {
-    let report_id = serde_json::from_slice::<ReportJob>(&delivery.data)
-        .map(|job| job.report_id)
-        .ok()
-        .or_else(|| delivery.properties.message_id().as_ref().map(|id| id.as_str().to_owned()));
-    let Some(report_id) = report_id else {
-        log::error!("a dead-lettered message names no report; dropped from the failed-marker queue");
+/// What the failed-marker needs besides the delivery.
+struct Marker {
+    pool: DbPool,
+    /// The channel the delivery came on: the republished copy is confirmed on it.
+    channel: lapin::Channel,
+    queue: String,
+    retry_delay: Duration,
+    max_attempts: u32,
+}
+
+/// Marks the report of a dead-lettered job Failed, unless it already finished. A message that names no
+/// report id is dropped with an error log before any SQL; a try that fails is repeated after a delay, at
+/// most `max_attempts` times in all, then dropped with an error log (the report stays Running; the copy in
+/// the dead-letter queue remains for a person).
+async fn mark_dead_lettered(marker: Marker, delivery: Delivery) {
+    let message_id = delivery.properties.message_id().as_ref().map(|id| id.as_str().to_owned());
+    let shown_message_id = message_id.as_deref().map_or_else(|| "(none)".into(), printable);
+    let report_id = serde_json::from_slice::<ReportJob>(&delivery.data).map(|job| job.report_id).ok().or(message_id);
+    let Some(report_id) = report_id.filter(|id| is_valid_report_id(id)) else {
+        log::error!(
+            "message_id={shown_message_id} a dead-lettered message names no valid report id (job report_id or \
+             message id); dropped from the failed-marker queue"
+        );
         settle(&delivery, Disposition::Ack).await;
         return;
     };
-    let reason = dead_letter_reason(delivery.properties.headers().as_ref());
+    let headers = delivery.properties.headers().as_ref();
+    let attempt = header(headers, MARKER_ATTEMPTS_HEADER).and_then(header_count).unwrap_or(0).saturating_add(1);
+    let reason = dead_letter_reason(headers);
     let id = report_id.clone();
+    let pool = marker.pool.clone();
     let marked = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
         let mut conn = pool.get()?;
         Ok(reports::mark_failed(&mut conn, &id, &reason)?)
     })
     .await;
-    match marked {
+    let failure = match marked {
         Ok(Ok(true)) => {
             log::error!("report_id={report_id} marked Failed: its job was dead-lettered");
             settle(&delivery, Disposition::Ack).await;
+            return;
         }
         Ok(Ok(false)) => {
             log::info!("report_id={report_id} job dead-lettered; the report had already finished");
             settle(&delivery, Disposition::Ack).await;
+            return;
         }
-        Ok(Err(e)) => {
-            log::warn!("report_id={report_id} cannot mark the dead-lettered report Failed yet: {e:#}");
-            tokio::time::sleep(MARKER_RETRY_DELAY).await;
-            settle(&delivery, Disposition::Requeue).await;
-        }
-        Err(e) => {
-            log::error!("report_id={report_id} marking the dead-lettered report panicked: {e}");
-            tokio::time::sleep(MARKER_RETRY_DELAY).await;
-            settle(&delivery, Disposition::Requeue).await;
+        Ok(Err(e)) => format!("{e:#}"),
+        Err(e) => format!("the marking task panicked: {e}"),
+    };
+    if attempt >= marker.max_attempts {
+        log::error!(
+            "report_id={report_id} message_id={shown_message_id} cannot mark the dead-lettered report Failed \
+             after {attempt} tries; given up (the job stays in the dead-letter queue): {failure}"
+        );
+        settle(&delivery, Disposition::Ack).await;
+        return;
+    }
+    log::warn!(
+        "report_id={report_id} cannot mark the dead-lettered report Failed yet (try {attempt} of {}): {failure}",
+        marker.max_attempts
+    );
+    tokio::time::sleep(marker.retry_delay).await;
+    retry_later(&marker, &delivery, attempt).await;
+}
+
+/// Puts the copy back at the end of the failed-marker queue with `attempts` counted, then acknowledges the
+/// delivery; if the broker does not confirm the new copy, the delivery itself goes back instead.
+async fn retry_later(marker: &Marker, delivery: &Delivery, attempts: u32) {
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    headers.insert(ShortString::from(MARKER_ATTEMPTS_HEADER), AMQPValue::LongUInt(attempts));
+    let properties: BasicProperties = delivery.properties.clone().with_headers(headers).with_delivery_mode(2);
+    let published = marker
+        .channel
+        .basic_publish(
+            "".into(),
+            marker.queue.as_str().into(),
+            BasicPublishOptions::default(),
+            &delivery.data,
+            properties,
+        )
+        .await;
+    let confirmed = match published {
+        Ok(confirm) => confirm.await.map(|c| c.is_ack()),
+        Err(e) => Err(e),
+    };
+    match confirmed {
+        Ok(true) => settle(delivery, Disposition::Ack).await,
+        Ok(false) | Err(_) => {
+            log::warn!("the retry of a dead-lettered copy was not confirmed by the broker; handing it back as is");
+            settle(delivery, Disposition::Requeue).await;
         }
     }
 }

@@ -1,8 +1,13 @@
 //! The report inputs as the worker keeps them in memory between jobs, and how they are brought up to date
 //! from MySQL.
 //!
-//! Reading all 1.9 M polls costs most of a second, so the worker reads them once and afterwards fetches only
-//! what the ingest changed, keyed by the ingest record:
+//! The report looks only at the polls in `[now − 8 d, now]` (`now`: the latest poll; SPEC §2), so the worker
+//! finds `now` first (`MAX(polled_at)`) and reads and keeps only the polls of that window: neither its
+//! memory nor a report's cost grows with the history the table holds. As `now` moves, kept polls that fall
+//! out of the window are dropped.
+//!
+//! Reading the 1.9 M polls of a week costs most of a second, so the worker reads them once and afterwards
+//! fetches only what the ingest changed in the window, keyed by the ingest record:
 //! - every poll row carries the load that last changed it (`polls.load_id`), and `loads` records every load
 //!   with its status; a load that is no longer `running` has committed all its rows. The dataset remembers
 //!   the highest load id up to which every load had finished ([`IngestVersion::settled_load_id`]), and the
@@ -12,9 +17,10 @@
 //!   when the pointer moved.
 //!
 //! This relies on what the ingest does: a load's `loads` row exists (as `running`) before its polls are
-//! written and leaves `running` only after they are committed; polls are upserted, never deleted; a
-//! snapshot's rows do not change once it is current. A database reset (load ids going back) is noticed
-//! and read whole; polls deleted by hand are not noticed until the worker restarts.
+//! written and leaves `running` only after they are committed; polls are upserted, and deleted only when
+//! older than the window (retention); a snapshot's rows do not change once it is current. A database
+//! reset (load ids going back) or a `now` going back (the latest polls deleted) is noticed and the window
+//! read whole; other polls deleted by hand are not noticed until the worker restarts.
 //!
 //! [`refresh`] must run inside one consistent-snapshot transaction
 //! ([`shared_model::db::with_consistent_snapshot`]), so the
@@ -28,8 +34,9 @@ use std::time::{Duration, Instant};
 use chrono_tz::Tz;
 use diesel::mysql::MysqlConnection;
 use shared_model::models::{loads, polls, snapshots, stores};
+use uptime_core::engine::LOOKBACK;
 use uptime_core::input::{FileKind, HoursRow, Poll};
-use uptime_core::time::DAY;
+use uptime_core::time::{DAY, Micros};
 
 /// Which state of the ingest a dataset reflects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,8 +51,10 @@ pub struct IngestVersion {
 /// The inputs of a report, in the engine's terms (store keys are `stores.store_key`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Dataset {
-    /// Sorted by (store, at), one per (store, at).
+    /// Sorted by (store, at), one per (store, at); none before [`Dataset::window_start`].
     pub polls: Vec<Poll>,
+    /// `now − 8 d` of the data read (`None`: no poll at all). Older polls cannot change the report.
+    pub window_start: Option<Micros>,
     /// The store id of every store that has a poll (and possibly more).
     pub store_ids: HashMap<u32, Box<str>>,
     pub hours: Vec<HoursRow>,
@@ -73,9 +82,11 @@ pub enum DatasetError {
 /// What a refresh did, for the log line of the job.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RefreshStats {
-    /// All polls were read (first job, or more changed than is worth merging).
+    /// All polls of the window were read (first job, or more changed than is worth merging).
     pub full_read: bool,
     pub polls_read: usize,
+    /// Kept polls that fell out of the window as `now` moved.
+    pub polls_dropped: usize,
     pub stores_read: usize,
     pub hours_read: Option<usize>,
     pub zones_read: Option<usize>,
@@ -89,10 +100,11 @@ pub struct RefreshStats {
 pub fn refresh(cache: &mut Option<Arc<Dataset>>, conn: &mut MysqlConnection) -> Result<RefreshStats, DatasetError> {
     let started = Instant::now();
     let version = read_version(conn)?;
+    let window_start = polls::latest_polled_at(conn)?.map(|now| now - LOOKBACK);
     let mut stats = RefreshStats::default();
     match cache {
         None => {
-            let mut fresh = Dataset { version, ..Dataset::default() };
+            let mut fresh = Dataset { version, window_start, ..Dataset::default() };
             read_everything(&mut fresh, conn, &mut stats)?;
             *cache = Some(Arc::new(fresh));
         }
@@ -100,9 +112,12 @@ pub fn refresh(cache: &mut Option<Arc<Dataset>>, conn: &mut MysqlConnection) -> 
             let previous = kept.version;
             // Polls of loads that were running last time are fetched again, so "changed" means any row
             // above the old settled id, not only above the new one.
-            let changed = polls::count_changed_after(conn, previous.settled_load_id)?;
-            if changed > 0 || version != previous {
-                catch_up(Arc::make_mut(kept), conn, version, changed, &mut stats)?;
+            let changed = match window_start {
+                Some(from) => polls::count_changed_since(conn, previous.settled_load_id, from)?,
+                None => 0,
+            };
+            if changed > 0 || version != previous || window_start != kept.window_start {
+                catch_up(Arc::make_mut(kept), conn, version, window_start, changed, &mut stats)?;
             }
         }
     }
@@ -116,20 +131,30 @@ fn catch_up(
     dataset: &mut Dataset,
     conn: &mut MysqlConnection,
     version: IngestVersion,
+    window_start: Option<Micros>,
     changed: u64,
     stats: &mut RefreshStats,
 ) -> Result<(), DatasetError> {
     let previous = dataset.version;
     // Load ids only grow; fewer loads than before means the database was reset or restored, and nothing
-    // kept can be trusted. Past a quarter of the table, one ordered scan also beats that many lookups
-    // through the load_id index.
+    // kept can be trusted. A window that starts earlier than before (the latest polls were deleted) needs
+    // polls that were never kept. Past a quarter of the window, one ordered scan also beats that many
+    // lookups through the load_id index.
     let reset = version.settled_load_id < previous.settled_load_id;
+    let Some(from) = window_start.filter(|from| Some(*from) >= dataset.window_start) else {
+        *dataset = Dataset { version, window_start, ..Dataset::default() };
+        return read_everything(dataset, conn, stats);
+    };
     if reset || (changed > 0 && changed.saturating_mul(4) > dataset.polls.len() as u64) {
-        *dataset = Dataset { version, ..Dataset::default() };
+        *dataset = Dataset { version, window_start, ..Dataset::default() };
         return read_everything(dataset, conn, stats);
     }
     if changed > 0 {
-        merge_changed_polls(dataset, conn, previous.settled_load_id, stats)?;
+        merge_changed_polls(dataset, conn, previous.settled_load_id, from, stats)?;
+    }
+    if dataset.window_start != Some(from) {
+        stats.polls_dropped = drop_polls_before(&mut dataset.polls, from);
+        dataset.window_start = Some(from);
     }
     if version.hours_snapshot != previous.hours_snapshot {
         dataset.hours = read_hours(conn, version.hours_snapshot)?;
@@ -152,7 +177,10 @@ fn read_everything(
 ) -> Result<(), DatasetError> {
     stats.full_read = true;
     let started = Instant::now();
-    dataset.polls = polls::read_all(conn)?;
+    dataset.polls = match dataset.window_start {
+        Some(from) => polls::read_since(conn, from)?,
+        None => Vec::new(),
+    };
     stats.polls_read = dataset.polls.len();
     log::debug!("read {} polls in {:.0} ms", dataset.polls.len(), started.elapsed().as_secs_f64() * 1e3);
     let started = Instant::now();
@@ -182,9 +210,10 @@ fn merge_changed_polls(
     dataset: &mut Dataset,
     conn: &mut MysqlConnection,
     after_load_id: u64,
+    from: Micros,
     stats: &mut RefreshStats,
 ) -> Result<(), DatasetError> {
-    let mut changed = polls::read_changed_after(conn, after_load_id)?;
+    let mut changed = polls::read_changed_since(conn, after_load_id, from)?;
     changed.sort_unstable_by_key(|p| (p.store, p.at));
     stats.polls_read = changed.len();
 
@@ -224,6 +253,17 @@ pub fn merge_polls(kept: &[Poll], newer: &[Poll]) -> Vec<Poll> {
     out.extend_from_slice(&kept[i..]);
     out.extend_from_slice(&newer[j..]);
     out
+}
+
+/// Removes the polls before `from` and returns how many; memory the dataset no longer needs is given back
+/// (a week of polls moves through the window every week).
+pub fn drop_polls_before(polls: &mut Vec<Poll>, from: Micros) -> usize {
+    let before = polls.len();
+    polls.retain(|p| p.at >= from);
+    if polls.capacity() > polls.len() + polls.len() / 4 {
+        polls.shrink_to_fit();
+    }
+    before - polls.len()
 }
 
 /// A poll of a store missing from `stores` could not be written in the report.
@@ -302,5 +342,17 @@ mod tests {
         );
         assert_eq!(merge_polls(&kept, &[]), kept.to_vec());
         assert_eq!(merge_polls(&[], &newer), newer.to_vec());
+    }
+
+    #[test]
+    fn dropping_old_polls_keeps_the_rest_in_order_and_counts_what_went() {
+        let mut polls = vec![p(1, 10, true), p(1, 20, true), p(2, 5, false), p(2, 30, true), p(3, 19, true)];
+        assert_eq!(drop_polls_before(&mut polls, 20), 3);
+        assert_eq!(polls, vec![p(1, 20, true), p(2, 30, true)]);
+        assert_eq!(drop_polls_before(&mut polls, 20), 0, "the bound itself is kept");
+
+        let mut week: Vec<Poll> = (0..100).map(|at| p(1, at, true)).collect();
+        assert_eq!(drop_polls_before(&mut week, 90), 90);
+        assert!(week.capacity() < 20, "memory given back: capacity {} for 10 polls", week.capacity());
     }
 }

@@ -7,11 +7,13 @@
 //!   requeued, and the quorum queue's delivery limit dead-letters it if it keeps failing.
 //! - Problems in the data or the job (impossible stored rows, a report too large to number its chunks) do
 //!   not pass: the report is marked Failed with the reason and the job acknowledged.
+//! - A job whose `report_id` is not a report id (21 characters of the nanoid alphabet) never reaches SQL:
+//!   it is acknowledged and logged with its message id, since no delivery of it can ever succeed.
 //! - On the last delivery the queue allows (`x-delivery-count` ≥ the delivery limit), a retryable failure
 //!   marks the report Failed before the job is dead-lettered, so it never stays Running. When even that is
 //!   impossible (MySQL down, worker killed), the consumer of the dead-letter copy marks it later.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
@@ -19,11 +21,12 @@ use diesel::mysql::MysqlConnection;
 use shared_model::db::{self, DbPool};
 use shared_model::messages::ReportJob;
 use shared_model::models::reports::{
-    self, FinishedReport, ReportStatus, StartOutcome, StoreError, Stored, store_complete,
+    self, FinishedReport, ReportStatus, StartOutcome, StoreError, Stored, is_valid_report_id, store_complete,
 };
 use uptime_core::engine::{self, Inputs, Progress};
 
 use crate::dataset::{self, Dataset, DatasetError, IngestVersion, RefreshStats};
+use crate::packet;
 use crate::settings::WorkerSettings;
 
 /// A job message as the broker delivered it.
@@ -57,6 +60,9 @@ pub enum Outcome {
     UnknownReport { report_id: String },
     /// The message is not a job; `report_id` is the message id when it named a report (marked Failed).
     Malformed { reason: String, report_id: Option<String> },
+    /// A job whose `report_id` cannot be a report's: acknowledged without any SQL. `message_id` as the
+    /// broker gave it (both shown escaped and shortened in the log).
+    InvalidReportId { report_id: String, message_id: Option<String> },
     /// A failure that may pass: deliver the job again.
     Retry { report_id: String, reason: String },
     /// A retryable failure on the last delivery the queue allows. `marked`: the report reads Failed.
@@ -78,7 +84,8 @@ impl Outcome {
             Outcome::Completed { .. }
             | Outcome::AlreadyFinished { .. }
             | Outcome::Failed { .. }
-            | Outcome::UnknownReport { .. } => Disposition::Ack,
+            | Outcome::UnknownReport { .. }
+            | Outcome::InvalidReportId { .. } => Disposition::Ack,
             Outcome::Retry { .. } => Disposition::Requeue,
             Outcome::Malformed { .. } | Outcome::GaveUp { .. } => Disposition::DeadLetter,
         }
@@ -132,11 +139,20 @@ pub struct JobHandler {
     cache: Mutex<Option<Arc<Dataset>>>,
     /// Told of every report's progress besides the progress written to its row.
     observer: Option<Box<dyn Progress + Send>>,
+    /// The last `max_allowed_packet` that lowered the chunking, so the log says it once, not per job.
+    lowered_for_packet: AtomicU64,
 }
 
 impl JobHandler {
     pub fn new(pool: DbPool, settings: WorkerSettings, delivery_limit: u32) -> Self {
-        Self { pool, settings, delivery_limit, cache: Mutex::new(None), observer: None }
+        Self {
+            pool,
+            settings,
+            delivery_limit,
+            cache: Mutex::new(None),
+            observer: None,
+            lowered_for_packet: AtomicU64::new(0),
+        }
     }
 
     /// Tells `observer` of the progress of every report this handler computes, from the engine's threads
@@ -151,6 +167,11 @@ impl JobHandler {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|d| d.version)
     }
 
+    /// How many polls the kept dataset holds (`None` before the first job): those of the report's window.
+    pub fn cached_poll_count(&self) -> Option<usize> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|d| d.polls.len())
+    }
+
     /// Forgets the kept dataset: the next job reads everything (benchmarks measure the cold path so).
     pub fn clear_cache(&self) {
         *self.cache.lock().unwrap_or_else(PoisonError::into_inner) = None;
@@ -162,6 +183,11 @@ impl JobHandler {
             Err(e) => return self.malformed(delivery, e),
         };
         let report_id = job.report_id;
+        if !is_valid_report_id(&report_id) {
+            let outcome = Outcome::InvalidReportId { report_id, message_id: delivery.message_id.map(str::to_owned) };
+            log_outcome(&outcome);
+            return outcome;
+        }
         log::info!("report_id={report_id} job received (earlier deliveries: {})", delivery.delivery_count);
         let outcome = match self.attempt(&report_id) {
             Ok(outcome) => outcome,
@@ -182,7 +208,11 @@ impl JobHandler {
 
     fn malformed(&self, delivery: &JobDelivery<'_>, e: serde_json::Error) -> Outcome {
         let reason = format!("the job message is not a report job ({e})");
-        let report_id = delivery.message_id.filter(|id| !id.is_empty()).map(str::to_owned);
+        // Only an id that can be a report's reaches SQL; anything else is only logged.
+        let report_id = delivery.message_id.filter(|id| is_valid_report_id(id)).map(str::to_owned);
+        if let Some(hostile) = delivery.message_id.filter(|id| !is_valid_report_id(id)) {
+            log::error!("message_id={} is not a report id: no report is marked Failed", printable(hostile));
+        }
         if let Some(id) = &report_id {
             self.mark_failed(id, &format!("{reason}; trigger a new report"));
         }
@@ -265,8 +295,29 @@ impl JobHandler {
             .map_err(|_| JobError::Permanent(format!("{} stores do not fit in a report row", report.rows.len())))?;
         let as_of = report.now.and_then(chrono::DateTime::from_timestamp_micros).map(|t| t.naive_utc());
         let finished_report = FinishedReport { as_of, store_count, csv };
-        let stored = store_complete(conn, report_id, finished_report, self.settings.chunking())?;
+        let chunking = self.chunking_under_packet_limit(conn)?;
+        let stored = store_complete(conn, report_id, finished_report, chunking)?;
         Ok(StoredReport { stored, store_count })
+    }
+
+    /// The configured chunking, lowered under this session's `max_allowed_packet` (read per job: a few
+    /// hundred µs, and a `SET GLOBAL` on the server applies without a restart of the worker).
+    fn chunking_under_packet_limit(&self, conn: &mut MysqlConnection) -> Result<reports::Chunking, JobError> {
+        let configured = self.settings.chunking();
+        let max_allowed_packet = packet::max_allowed_packet(conn)?;
+        let capped = packet::capped_chunking(configured, max_allowed_packet);
+        if capped != configured
+            && self.lowered_for_packet.swap(max_allowed_packet, Ordering::Relaxed) != max_allowed_packet
+        {
+            log::warn!(
+                "the server's max_allowed_packet is {max_allowed_packet} bytes: report chunks are written in                  statements of at most {} bytes (worker.max_insert_bytes is {}) and chunks of at most {} bytes                  (worker.chunk_bytes is {})",
+                capped.max_statement_bytes,
+                configured.max_statement_bytes,
+                capped.chunk_bytes,
+                configured.chunk_bytes
+            );
+        }
+        Ok(capped)
     }
 
     /// Brings the kept dataset up to date inside one consistent-snapshot transaction and hands out a
@@ -394,9 +445,12 @@ fn write_progress_until_stopped(
 
 fn log_refresh(report_id: &str, stats: &RefreshStats, version: IngestVersion) {
     let what = if stats.full_read {
-        format!("read all {} polls and {} stores", stats.polls_read, stats.stores_read)
+        format!("read the window's {} polls and {} stores", stats.polls_read, stats.stores_read)
     } else {
-        format!("merged {} changed polls ({} new stores)", stats.polls_read, stats.stores_read)
+        format!(
+            "merged {} changed polls ({} new stores), dropped {} older than the window",
+            stats.polls_read, stats.stores_read, stats.polls_dropped
+        )
     };
     let tables = match (stats.hours_read, stats.zones_read) {
         (None, None) => String::new(),
@@ -436,12 +490,28 @@ fn log_outcome(outcome: &Outcome) {
         Outcome::Malformed { reason, report_id } => {
             log::error!("report_id={} {reason}: dead-lettered", report_id.as_deref().unwrap_or("?"))
         }
+        Outcome::InvalidReportId { report_id, message_id } => log::error!(
+            "message_id={} the job names report_id={} which is not a report id (21 characters of A-Z a-z 0-9 _ -): \
+             acknowledged and dropped",
+            message_id.as_deref().map_or_else(|| "(none)".into(), printable),
+            printable(report_id)
+        ),
         Outcome::Retry { report_id, reason } => log::warn!("report_id={report_id} will be retried: {reason}"),
         Outcome::GaveUp { report_id, reason, marked } => log::error!(
             "report_id={report_id} dead-lettered{}: {reason}",
             if *marked { " and marked Failed" } else { " (not yet marked Failed)" }
         ),
     }
+}
+
+/// Text from a message, fit for one log line: control characters escaped, at most 64 characters.
+pub fn printable(text: &str) -> String {
+    const SHOWN: usize = 64;
+    let mut shown: String = text.chars().take(SHOWN).flat_map(char::escape_debug).collect();
+    if text.chars().nth(SHOWN).is_some() {
+        shown.push('…');
+    }
+    format!("\"{shown}\"")
 }
 
 fn ms(d: Duration) -> f64 {

@@ -4,4 +4,5 @@ pub mod cli;
 pub mod consumer;
 pub mod dataset;
 pub mod job;
+pub mod packet;
 pub mod settings;

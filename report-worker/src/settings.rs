@@ -34,6 +34,12 @@ pub struct WorkerSettings {
     /// Wait before a job that failed for a reason that may pass goes back to the queue; doubled on each
     /// further delivery (capped at a minute), so a short MySQL outage does not use up the delivery limit.
     pub retry_delay_ms: u64,
+    /// Wait before the failed-marker tries again to mark the report of a dead-lettered job Failed when
+    /// MySQL answered with an error.
+    pub marker_retry_delay_ms: u64,
+    /// Tries of the failed-marker per dead-lettered job; then the copy is dropped with an error log (the
+    /// dead-letter queue still holds the job), so a permanent database error cannot loop forever.
+    pub marker_max_attempts: u32,
 }
 
 impl Default for WorkerSettings {
@@ -44,6 +50,8 @@ impl Default for WorkerSettings {
             max_insert_bytes: 8 << 20,
             progress_interval_ms: 250,
             retry_delay_ms: 1_000,
+            marker_retry_delay_ms: 5_000,
+            marker_max_attempts: 60,
         }
     }
 }
@@ -61,6 +69,8 @@ pub enum SettingsError {
     MaxInsertBytes { chunk: usize, got: usize },
     #[error("worker.progress_interval_ms must be at least 1")]
     ZeroProgressInterval,
+    #[error("worker.marker_max_attempts must be at least 1")]
+    ZeroMarkerAttempts,
 }
 
 impl WorkerSettings {
@@ -76,6 +86,9 @@ impl WorkerSettings {
         }
         if self.progress_interval_ms == 0 {
             return Err(SettingsError::ZeroProgressInterval);
+        }
+        if self.marker_max_attempts == 0 {
+            return Err(SettingsError::ZeroMarkerAttempts);
         }
         Ok(())
     }
@@ -106,6 +119,8 @@ mod tests {
         assert!(matches!(s.validate(), Err(SettingsError::MaxInsertBytes { .. })));
         let s = WorkerSettings { prefetch: 0, ..WorkerSettings::default() };
         assert_eq!(s.validate(), Err(SettingsError::ZeroPrefetch));
+        let s = WorkerSettings { marker_max_attempts: 0, ..WorkerSettings::default() };
+        assert_eq!(s.validate(), Err(SettingsError::ZeroMarkerAttempts));
     }
 
     #[test]

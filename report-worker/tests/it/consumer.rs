@@ -315,3 +315,65 @@ async fn wait_for_consumers(channel: &lapin::Channel, queue: &str, n: u32) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_with_a_malformed_report_id_is_acknowledged_and_nothing_loops() {
+    let db = TestDatabase::new();
+    let broker = TestTopology::new();
+    let mut conn = db.conn();
+    generate(&mut conn, 5, 5, 1_700_000_000_000_000);
+    let valid = create_report(&mut conn);
+    let worker = InProcessWorker::start(worker_settings(&db, &broker, WorkerSettings::default()));
+    let hostile = "x'; DROP TABLE reports; --";
+    broker.publish_raw(&broker.amqp.exchange, JOB_ROUTING_KEY, &job_body(hostile), Some(hostile)).await;
+    // The same on the dead-letter path: the failed-marker drops it before any SQL.
+    broker.publish_raw(&broker.amqp.dead_letter_exchange, DEAD_LETTER_ROUTING_KEY, &job_body(hostile), None).await;
+    broker.publish(std::slice::from_ref(&valid)).await;
+    wait_for("the valid report to complete", Duration::from_secs(30), || {
+        report_row(&mut conn, &valid).status == "Complete"
+    })
+    .await;
+    wait_for_ready(&broker, &broker.amqp.failed_marker_queue(), 0, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Stopped, the worker hands back whatever it had not acknowledged: nothing must come back.
+    worker.stop().await;
+    assert_eq!(broker.ready(&broker.amqp.queue).await, 0, "the hostile job was acknowledged, not requeued");
+    assert_eq!(broker.ready(&broker.amqp.failed_marker_queue()).await, 0);
+    assert_eq!(
+        broker.ready(&broker.amqp.dead_letter_queue).await,
+        1,
+        "only the copy published there by the test: the job itself was not dead-lettered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_marker_message_whose_database_error_persists_is_given_up_after_the_cap() {
+    let db = TestDatabase::new();
+    let broker = TestTopology::new();
+    let mut conn = db.conn();
+    let report_id = create_report(&mut conn);
+    let settings = WorkerSettings { marker_retry_delay_ms: 100, marker_max_attempts: 3, ..WorkerSettings::default() };
+    let worker = InProcessWorker::start(worker_settings(&db, &broker, settings.clone()));
+    // Every try to mark the report fails as a permanently broken database would make it.
+    conn.batch_execute("RENAME TABLE reports TO reports_gone").expect("break the schema");
+    let started = Instant::now();
+    let body = job_body(&report_id);
+    broker.publish_raw(&broker.amqp.dead_letter_exchange, DEAD_LETTER_ROUTING_KEY, &body, Some(&report_id)).await;
+    // Uncapped, a copy would be in the queue or in hand all the time; three tries take about 0.2 s.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    worker.stop().await;
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(broker.ready(&broker.amqp.failed_marker_queue()).await, 0, "given up after the cap, not looping");
+    assert_eq!(broker.ready(&broker.amqp.dead_letter_queue).await, 1, "the job stays for a person");
+    conn.batch_execute("RENAME TABLE reports_gone TO reports").expect("repair the schema");
+    assert_eq!(report_row(&mut conn, &report_id).status, "Running", "never marked: every try failed");
+
+    // With the database back, the same copy is marked at its first try.
+    let worker = InProcessWorker::start(worker_settings(&db, &broker, settings));
+    broker.publish_raw(&broker.amqp.dead_letter_exchange, DEAD_LETTER_ROUTING_KEY, &body, Some(&report_id)).await;
+    wait_for("the report to read Failed", Duration::from_secs(30), || {
+        report_row(&mut conn, &report_id).status == "Failed"
+    })
+    .await;
+    worker.stop().await;
+}

@@ -418,3 +418,128 @@ fn a_database_reset_behind_the_workers_back_is_read_whole() {
     assert!(matches!(deliver(&warm, &second), Outcome::Completed { stores: 1, .. }));
     assert_eq!(stored_csv(&db, &second), fresh.expected_csv());
 }
+
+/// Polls of `stores` stores every `step` µs over the `days` days up to `now`, statuses varying.
+fn polls_over(stores: &[u32], days: i64, step: i64, now: i64) -> Vec<Poll> {
+    let mut polls = Vec::new();
+    for (i, &store) in stores.iter().enumerate() {
+        let mut at = now - days * uptime_core::time::DAY + (i as i64) * 997_000;
+        let mut n = i;
+        while at <= now {
+            polls.push(Poll { store, at, active: n % 7 != 3 });
+            at += step;
+            n += 1;
+        }
+    }
+    polls.sort_by_key(|p| (p.store, p.at));
+    polls.dedup_by_key(|p| (p.store, p.at));
+    polls
+}
+
+fn in_window(polls: &[Poll]) -> usize {
+    let now = polls.iter().map(|p| p.at).max().expect("polls");
+    polls.iter().filter(|p| p.at >= now - uptime_core::engine::LOOKBACK).count()
+}
+
+#[test]
+fn thirty_days_of_polls_give_the_engines_report_over_all_of_them_but_only_the_window_is_kept() {
+    let db = TestDatabase::new();
+    let mut conn = db.conn();
+    let now = 1_700_000_000_000_000;
+    // Hours and zones for some stores, polls over the last 8 days of 30 stores.
+    let mut data = generate(&mut conn, 30, 10, now);
+    let mut stores: Vec<u32> = data.ids.keys().copied().collect();
+    stores.sort_unstable();
+    // Thirty days of hourly polls on top, and stores with nothing but polls older than the window.
+    let old_ids = ["only-old-1", "only-old-2"];
+    let keys = insert_stores(&mut conn, &old_ids);
+    for id in old_ids {
+        data.ids.insert(keys[id], id.to_owned());
+    }
+    let history = polls_over(&stores, 30, uptime_core::time::HOUR, now);
+    let old_only: Vec<Poll> = polls_over(&[keys["only-old-1"], keys["only-old-2"]], 30, uptime_core::time::HOUR, now)
+        .into_iter()
+        .filter(|p| p.at < now - 9 * uptime_core::time::DAY)
+        .collect();
+    let load = insert_load(&mut conn, "polls", "running");
+    upsert_polls(&mut conn, load, &history);
+    upsert_polls(&mut conn, load, &old_only);
+    finish_load(&mut conn, load);
+    data.upsert(&history);
+    data.upsert(&old_only);
+    assert!(in_window(&data.polls) * 3 < data.polls.len(), "most polls are older than the window");
+
+    let warm = handler(&db, WorkerSettings::default());
+    let report_id = create_report(&mut conn);
+    assert!(matches!(deliver(&warm, &report_id), Outcome::Completed { stores: 30, .. }));
+    assert_eq!(stored_csv(&db, &report_id), data.expected_csv(), "the engine's report over every poll");
+    assert_eq!(warm.cached_poll_count(), Some(in_window(&data.polls)), "only the window is kept");
+    assert_eq!(report_row(&mut conn, &report_id).as_of, Some(naive(now)));
+}
+
+#[test]
+fn kept_polls_that_fall_out_of_the_window_are_dropped_as_now_moves() {
+    let db = TestDatabase::new();
+    let mut conn = db.conn();
+    let now = 1_700_000_000_000_000;
+    let mut data = generate(&mut conn, 20, 5, now);
+    let mut stores: Vec<u32> = data.ids.keys().copied().collect();
+    stores.sort_unstable();
+    let history = polls_over(&stores, 12, uptime_core::time::HOUR, now);
+    let load = insert_load(&mut conn, "polls", "loaded");
+    upsert_polls(&mut conn, load, &history);
+    data.upsert(&history);
+
+    let warm = handler(&db, WorkerSettings::default());
+    let first = create_report(&mut conn);
+    assert!(matches!(deliver(&warm, &first), Outcome::Completed { .. }));
+    let kept_first = warm.cached_poll_count().expect("kept");
+    assert_eq!(kept_first, in_window(&data.polls));
+
+    // Three days later: a few new polls move now, and three days of kept polls leave the window.
+    let later = now + 3 * uptime_core::time::DAY;
+    let newer: Vec<Poll> = stores.iter().take(4).map(|&store| Poll { store, at: later, active: true }).collect();
+    let load = insert_load(&mut conn, "polls", "running");
+    upsert_polls(&mut conn, load, &newer);
+    finish_load(&mut conn, load);
+    data.upsert(&newer);
+
+    let second = create_report(&mut conn);
+    assert!(matches!(deliver(&warm, &second), Outcome::Completed { .. }));
+    let kept_second = warm.cached_poll_count().expect("kept");
+    assert_eq!(kept_second, in_window(&data.polls), "exactly the new window is kept");
+    assert!(kept_second < kept_first, "old polls dropped: {kept_second} kept, {kept_first} before");
+    let merged = stored_csv(&db, &second);
+    assert_eq!(merged, data.expected_csv());
+    assert_eq!(report_row(&mut conn, &second).as_of, Some(naive(later)));
+
+    let cold = handler(&db, WorkerSettings::default());
+    let third = create_report(&mut conn);
+    assert!(matches!(deliver(&cold, &third), Outcome::Completed { .. }));
+    assert_eq!(stored_csv(&db, &third), merged, "a cold worker computes the same report");
+    assert_eq!(cold.cached_poll_count(), Some(kept_second));
+}
+
+#[test]
+fn a_job_naming_an_impossible_report_id_is_acknowledged_without_any_sql() {
+    let db = TestDatabase::new();
+    let mut conn = db.conn();
+    let report_id = create_report(&mut conn);
+    // Any SQL on reports would now fail and ask for a retry: the outcome shows none was sent.
+    conn.batch_execute("RENAME TABLE reports TO reports_gone").expect("break the schema");
+    let handler = handler(&db, WorkerSettings::default());
+    for hostile in ["x'; DROP TABLE reports; --", "", "short", "V1StGXR8_Z5jdHi6B-my\u{e9}", &"a".repeat(5000)] {
+        let body = job_body(hostile);
+        let outcome = handler.handle(&JobDelivery { body: &body, message_id: Some(hostile), delivery_count: 0 });
+        assert_eq!(
+            outcome,
+            Outcome::InvalidReportId { report_id: hostile.to_owned(), message_id: Some(hostile.to_owned()) }
+        );
+        assert_eq!(outcome.disposition(), Disposition::Ack);
+    }
+    // Not a job, with a message id that is no report id either: dead-lettered for a person, nothing marked.
+    let outcome = handler.handle(&JobDelivery { body: b"{}", message_id: Some("../../etc"), delivery_count: 0 });
+    assert!(matches!(outcome, Outcome::Malformed { report_id: None, .. }), "{outcome:?}");
+    conn.batch_execute("RENAME TABLE reports_gone TO reports").expect("repair the schema");
+    assert_eq!(report_row(&mut conn, &report_id).status, "Running");
+}

@@ -105,3 +105,68 @@ mod tests {
         }
     }
 }
+
+// --- reads of the report worker ---
+//
+// The report only looks at `[now − 8 d, now]` (`uptime_core::engine::LOOKBACK`), `now` being the latest
+// poll, so the worker finds `now` first and reads no poll before the window: its cost and memory follow
+// the window, not the history the table holds.
+//
+// A module of their own, so this part can follow the tests above (clippy: items_after_test_module).
+pub use worker_reads::{count_changed_since, latest_polled_at, read_changed_since, read_since};
+
+mod worker_reads {
+    use super::*;
+
+    /// `now` of the report: the latest `polled_at`, `None` for an empty table. A bare `MAX` of one column:
+    /// with an index on `polled_at` the server reads one index entry ("Select tables optimized away").
+    pub fn latest_polled_at(conn: &mut MysqlConnection) -> QueryResult<Option<Micros>> {
+        let latest: Option<MysqlTime> =
+            polls::table.select(diesel::dsl::max(polls::polled_at)).first::<Option<MysqlTime>>(conn)?;
+        Ok(latest.as_ref().map(mysql_micros))
+    }
+
+    /// The polls at or after `from`, in the engine's (store, at) order. The server picks the plan: the primary
+    /// key in order (the rows before `from` are skipped on the server, never sent), or an index on
+    /// `polled_at` and a sort when the window is a small part of the table.
+    pub fn read_since(conn: &mut MysqlConnection, from: Micros) -> QueryResult<Vec<Poll>> {
+        polls::table
+            .filter(polls::polled_at.ge(datetime(from)))
+            .select((polls::store_key, polls::polled_at, polls::active))
+            .order((polls::store_key, polls::polled_at))
+            .load_iter::<(u32, MysqlTime, bool), DefaultLoadingMode>(conn)?
+            .map(|row| row.map(poll))
+            .collect()
+    }
+
+    /// The polls at or after `from` that a load after `load_id` inserted or changed, in no particular order.
+    /// The `load_id` index holds the primary key too, so the `polled_at` test needs no row lookup.
+    pub fn read_changed_since(conn: &mut MysqlConnection, load_id: u64, from: Micros) -> QueryResult<Vec<Poll>> {
+        polls::table
+            .filter(polls::load_id.gt(load_id))
+            .filter(polls::polled_at.ge(datetime(from)))
+            .select((polls::store_key, polls::polled_at, polls::active))
+            .load_iter::<(u32, MysqlTime, bool), DefaultLoadingMode>(conn)?
+            .map(|row| row.map(poll))
+            .collect()
+    }
+
+    /// How many polls at or after `from` a load after `load_id` inserted or changed.
+    pub fn count_changed_since(conn: &mut MysqlConnection, load_id: u64, from: Micros) -> QueryResult<u64> {
+        let n: i64 = polls::table
+            .filter(polls::load_id.gt(load_id))
+            .filter(polls::polled_at.ge(datetime(from)))
+            .count()
+            .get_result(conn)?;
+        Ok(n.unsigned_abs())
+    }
+
+    /// µs since the epoch as a DATETIME(6) parameter. Out of chrono's range (never for a real poll) the
+    /// bound is clamped, which keeps the comparison's meaning: everything, or nothing.
+    fn datetime(at: Micros) -> chrono::NaiveDateTime {
+        chrono::DateTime::from_timestamp_micros(at).map_or_else(
+            || if at < 0 { chrono::NaiveDateTime::MIN } else { chrono::NaiveDateTime::MAX },
+            |t| t.naive_utc(),
+        )
+    }
+}
