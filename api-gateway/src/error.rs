@@ -16,6 +16,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// The report existed but is older than the retention.
+    #[error("report {report_id} expired at {expired_at}; its CSV is deleted: trigger a new report")]
+    Gone { report_id: String, expired_at: String },
     #[error("{method} is not allowed here; use {allowed}")]
     MethodNotAllowed { method: String, allowed: &'static str },
     /// The report exists but is not Complete; the body is its status, with an `error` sentence.
@@ -79,6 +82,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Gone { .. } => StatusCode::GONE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotComplete { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

@@ -18,6 +18,8 @@ pub struct Settings {
     pub amqp: AmqpSettings,
     #[serde(default)]
     pub gateway: GatewaySettings,
+    #[serde(default)]
+    pub reports: ReportsSettings,
 }
 
 impl Default for Settings {
@@ -27,6 +29,7 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             amqp: AmqpSettings::default(),
             gateway: GatewaySettings::default(),
+            reports: ReportsSettings::default(),
         }
     }
 }
@@ -85,8 +88,62 @@ impl Default for GatewaySettings {
     }
 }
 
+/// The life of a report row (`APP__REPORTS__…`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct ReportsSettings {
+    /// A Complete or Failed report this long after it finished answers 410; its CSV is then deleted
+    /// (once no report sharing it is younger).
+    pub retention_seconds: u64,
+    /// A Running report whose job no worker started this long after it was queued, or whose worker's
+    /// heartbeat is this old, has its job published again (up to `amqp.delivery_limit` times, then Failed).
+    pub stale_after_seconds: u64,
+    /// Reports the sweep handles per query (expired CSVs, stale jobs).
+    pub sweep_batch: u32,
+}
+
+impl Default for ReportsSettings {
+    fn default() -> Self {
+        Self { retention_seconds: 7 * 24 * 3600, stale_after_seconds: 120, sweep_batch: 50 }
+    }
+}
+
+impl ReportsSettings {
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        for (name, value) in [
+            ("retention_seconds", self.retention_seconds),
+            ("stale_after_seconds", self.stale_after_seconds),
+            ("sweep_batch", u64::from(self.sweep_batch)),
+        ] {
+            if value == 0 {
+                return Err(SettingsError::ZeroReports(name));
+            }
+        }
+        // chrono durations hold ±i64 milliseconds; a retention beyond that is "forever" anyway.
+        if self.retention_seconds > MAX_SECONDS || self.stale_after_seconds > MAX_SECONDS {
+            return Err(SettingsError::TooLong(MAX_SECONDS));
+        }
+        Ok(())
+    }
+
+    pub fn retention(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::try_from(self.retention_seconds).unwrap_or(i64::MAX / 1000))
+    }
+
+    pub fn stale_after(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::try_from(self.stale_after_seconds).unwrap_or(i64::MAX / 1000))
+    }
+}
+
+/// 100 years: longer is refused rather than overflowing date arithmetic.
+const MAX_SECONDS: u64 = 100 * 366 * 24 * 3600;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SettingsError {
+    #[error("reports.{0} must be at least 1")]
+    ZeroReports(&'static str),
+    #[error("reports.retention_seconds and reports.stale_after_seconds must be at most {0} (100 years)")]
+    TooLong(u64),
     #[error(
         "gateway.relay_grace_ms ({grace}) must be longer than gateway.publish_timeout_ms ({timeout}), or the relay \
          would publish again jobs whose trigger is still waiting for the broker"
@@ -151,6 +208,19 @@ mod tests {
     fn defaults_are_valid() {
         assert_eq!(GatewaySettings::default().validate(), Ok(()));
         assert_eq!(Settings::default().bind_addr, "0.0.0.0:8080");
+    }
+
+    #[test]
+    fn report_settings_default_to_a_week_and_two_minutes_and_refuse_zero() {
+        let s: Settings = serde_json::from_str(r#"{"reports": {"retention_seconds": 3}}"#).expect("parses");
+        assert_eq!(s.reports.retention_seconds, 3);
+        assert_eq!(s.reports.stale_after_seconds, 120);
+        assert_eq!(ReportsSettings::default().retention_seconds, 604_800);
+        assert_eq!(s.reports.validate(), Ok(()));
+        let zero = ReportsSettings { stale_after_seconds: 0, ..ReportsSettings::default() };
+        assert_eq!(zero.validate(), Err(SettingsError::ZeroReports("stale_after_seconds")));
+        let huge = ReportsSettings { retention_seconds: u64::MAX, ..ReportsSettings::default() };
+        assert_eq!(huge.validate(), Err(SettingsError::TooLong(MAX_SECONDS)));
     }
 
     #[test]

@@ -38,14 +38,18 @@ impl Application {
     /// As [`Application::build`], on a listener the caller bound (tests bind port 0 and read the port).
     pub async fn build_with_listener(settings: Settings, listener: TcpListener) -> anyhow::Result<Application> {
         settings.gateway.validate()?;
+        settings.reports.validate()?;
         let pool = open_database(&settings.database).await?;
+        let completed = Arc::new(CompletedReports::new(settings.gateway.completed_cache_entries));
         let (publisher, relay) = publisher_and_relay(&settings, &pool);
+        let relay = relay.forgetting_expired_in(completed.clone());
         let port = listener.local_addr().context("the listener has no local address")?.port();
         let state = AppState {
             pool: pool.clone(),
             publisher: publisher.clone(),
-            completed: CompletedReports::new(settings.gateway.completed_cache_entries),
+            completed,
             settings: settings.gateway.clone(),
+            reports: settings.reports.clone(),
         };
         let workers = http_workers(&settings.gateway);
         let server = http_server(state, listener, workers, &settings)?;
@@ -110,6 +114,10 @@ fn publisher_and_relay(settings: &Settings, pool: &DbPool) -> (Arc<JobPublisher>
             grace: settings.gateway.relay_grace(),
             batch: settings.gateway.relay_batch,
             publish_timeout: settings.gateway.publish_timeout(),
+            retention: settings.reports.retention(),
+            stale_after: settings.reports.stale_after(),
+            delivery_limit: settings.amqp.delivery_limit,
+            sweep_batch: settings.reports.sweep_batch,
         },
     );
     (publisher, relay)

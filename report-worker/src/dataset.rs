@@ -33,20 +33,13 @@ use std::time::{Duration, Instant};
 
 use chrono_tz::Tz;
 use diesel::mysql::MysqlConnection;
-use shared_model::models::{loads, polls, snapshots, stores};
+use shared_model::models::{polls, snapshots, stores};
 use uptime_core::engine::LOOKBACK;
-use uptime_core::input::{FileKind, HoursRow, Poll};
+use uptime_core::input::{HoursRow, Poll};
 use uptime_core::time::{DAY, Micros};
 
-/// Which state of the ingest a dataset reflects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct IngestVersion {
-    /// Every load with an id up to this one had finished when the data was read.
-    pub settled_load_id: u64,
-    /// `current_snapshots.snapshot_id` of the hours and zones files (`None`: no file).
-    pub hours_snapshot: Option<u64>,
-    pub zones_snapshot: Option<u64>,
-}
+/// Which state of the ingest a dataset reflects (the gateway records the same version on a report).
+pub type IngestVersion = shared_model::models::versions::DataVersion;
 
 /// The inputs of a report, in the engine's terms (store keys are `stores.store_key`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -199,11 +192,7 @@ fn read_everything(
 
 /// The ingest state this transaction sees.
 pub fn read_version(conn: &mut MysqlConnection) -> Result<IngestVersion, diesel::result::Error> {
-    Ok(IngestVersion {
-        settled_load_id: loads::settled_load_id(conn)?,
-        hours_snapshot: snapshots::current(conn, FileKind::Hours)?.snapshot_id,
-        zones_snapshot: snapshots::current(conn, FileKind::Zones)?.snapshot_id,
-    })
+    shared_model::models::versions::current(conn)
 }
 
 fn merge_changed_polls(

@@ -87,6 +87,13 @@ diesel::table! {
         csv_bytes -> Nullable<Unsigned<Bigint>>,
         attempts -> Unsigned<Integer>,
         error -> Nullable<Text>,
+        data_polls_load_id -> Nullable<Unsigned<Bigint>>,
+        data_hours_snapshot -> Nullable<Unsigned<Bigint>>,
+        data_zones_snapshot -> Nullable<Unsigned<Bigint>>,
+        shares_report_id -> Nullable<Char>,
+        heartbeat_at -> Nullable<Datetime>,
+        redeliveries -> Unsigned<Integer>,
+        csv_deleted_at -> Nullable<Datetime>,
     }
 }
 

@@ -29,21 +29,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 struct Snapshot {
     reports: Vec<(ReportStatus, i64)>,
     outbox: i64,
+    stale_running: i64,
+    computations: i64,
     durations: Vec<f64>,
     loads: Vec<FileTotals>,
 }
 
-fn read_snapshot(conn: &mut MysqlConnection) -> QueryResult<Snapshot> {
+fn read_snapshot(conn: &mut MysqlConnection, quiet_since: chrono::NaiveDateTime) -> QueryResult<Snapshot> {
     Ok(Snapshot {
         reports: reports::count_by_status(conn)?,
         outbox: reports::count_unconfirmed(conn)?,
+        stale_running: reports::count_stale_running(conn, quiet_since)?,
+        computations: reports::count_computations(conn)?,
         durations: reports::completion_seconds(conn)?,
         loads: loads::totals_by_file(conn)?,
     })
 }
 
 async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let snapshot = db::call(&state.pool, read_snapshot).await?;
+    let quiet_since = chrono::Utc::now().naive_utc() - state.reports.stale_after();
+    let snapshot = db::call(&state.pool, move |conn| read_snapshot(conn, quiet_since)).await?;
     let body = render(&snapshot, state.publisher.failures());
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(body))
 }
@@ -67,6 +72,20 @@ fn render(s: &Snapshot, publish_failures: u64) -> String {
         "gauge",
         "Running reports whose job the broker has not confirmed yet.",
         [(String::new(), s.outbox.to_string())],
+    );
+    family(
+        &mut out,
+        "restaurant_monitor_reports_stale_running",
+        "gauge",
+        "Running reports whose confirmed job showed no sign of life for reports.stale_after_seconds (the relay publishes them again).",
+        [(String::new(), s.stale_running.to_string())],
+    );
+    family(
+        &mut out,
+        "restaurant_monitor_report_computations_total",
+        "counter",
+        "Report computations the workers ran (reports sharing a computation add none).",
+        [(String::new(), s.computations.to_string())],
     );
 
     let mut histogram: Vec<(String, String)> = DURATION_BUCKETS

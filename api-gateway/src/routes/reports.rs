@@ -6,11 +6,12 @@ use std::sync::Arc;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
-use chrono::Utc;
+use chrono::{NaiveDateTime, Utc};
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use shared_model::db::DbPool;
-use shared_model::models::reports::{self, Progress, ReportChunk, ReportStatus};
+use shared_model::models::reports::{self, Created, Progress, Report, ReportChunk, ReportStatus};
+use shared_model::models::versions::DataVersion;
 
 use crate::cache::CompletedReport;
 use crate::db;
@@ -51,8 +52,9 @@ struct Triggered<'a> {
     status: &'static str,
 }
 
-/// Creates the report (in the outbox), publishes its job with a confirm, and answers 202 either way:
-/// a job the broker did not confirm in time is published by the outbox relay.
+/// Creates the report, and answers 202. A report of data that has not changed since a Running or Complete,
+/// unexpired report shares that computation: no job. Any other is created in the outbox and its job
+/// published with a confirm; a job the broker did not confirm in time is published by the outbox relay.
 async fn trigger_report(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -61,9 +63,17 @@ async fn trigger_report(
     discard_body(&request, body, state.settings.max_body_bytes).await?;
     let report_id = nanoid::nanoid!();
     let created_at = Utc::now();
-    {
+    let finished_after = created_at.naive_utc() - state.reports.retention();
+    let created = {
         let report_id = report_id.clone();
-        db::call(&state.pool, move |conn| reports::create(conn, &report_id, created_at.naive_utc())).await?;
+        db::call(&state.pool, move |conn| {
+            reports::create_or_share(conn, &report_id, created_at.naive_utc(), finished_after)
+        })
+        .await?
+    };
+    if let Created::Shares { shared_report_id } = created {
+        log::info!("report_id={report_id} triggered on unchanged data: shares report_id={shared_report_id}");
+        return Ok(triggered(&report_id));
     }
     let job = publisher::report_job(&report_id, created_at);
     match state.publisher.publish(&job, state.settings.publish_timeout()).await {
@@ -78,9 +88,15 @@ async fn trigger_report(
         }
         Err(error) => log::warn!("report_id={report_id} triggered; its job waits in the outbox: {error}"),
     }
-    Ok(HttpResponse::Accepted()
+    Ok(triggered(&report_id))
+}
+
+/// The trigger's answer. A sharer of a Complete report answers Running too, as SPEC §3 has it: its first
+/// poll says Complete.
+fn triggered(report_id: &str) -> HttpResponse {
+    HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("/get_report/{report_id}")))
-        .json(Triggered { report_id: &report_id, status: ReportStatus::Running.as_str() }))
+        .json(Triggered { report_id, status: ReportStatus::Running.as_str() })
 }
 
 /// The API reads no body, but refuses one larger than the limit (413) rather than read it for nothing.
@@ -134,22 +150,25 @@ async fn download(state: web::Data<AppState>, report_id: web::Path<String>) -> R
     let report_id = report_id.into_inner();
     match load_view(&state, &report_id).await? {
         ReportView::Complete(report) => csv_response(&state, report_id, &report, true).await,
-        ReportView::Running { progress } => {
+        ReportView::Running { progress, data_version } => {
             let error = format!("report {report_id} is still running; download it once its status is Complete");
             let body = serde_json::to_value(Running {
                 report_id: &report_id,
                 status: ReportStatus::Running.as_str(),
                 progress,
+                data_version,
                 error: Some(error),
             })
             .map_err(ApiError::internal)?;
             Err(ApiError::NotComplete { report_id, body })
         }
-        ReportView::Failed { error } => {
+        ReportView::Failed { error, data_version, expires_at } => {
             let body = serde_json::to_value(Failed {
                 report_id: &report_id,
                 status: ReportStatus::Failed.as_str(),
                 error: &error,
+                data_version,
+                expires_at: rfc3339(expires_at),
             })
             .map_err(ApiError::internal)?;
             Err(ApiError::NotComplete { report_id, body })
@@ -159,9 +178,27 @@ async fn download(state: web::Data<AppState>, report_id: web::Path<String>) -> R
 
 /// What a report answers, read from the cache or MySQL.
 enum ReportView {
-    Running { progress: Option<ProgressBody> },
+    Running { progress: Option<ProgressBody>, data_version: Option<DataVersionBody> },
     Complete(Arc<CompletedReport>),
-    Failed { error: String },
+    Failed { error: String, data_version: Option<DataVersionBody>, expires_at: NaiveDateTime },
+}
+
+/// The load ids a report reflects: the settled polls load, the hours and the zones snapshots.
+#[derive(Serialize, Clone, Copy)]
+struct DataVersionBody {
+    polls_load_id: u64,
+    hours_snapshot: Option<u64>,
+    zones_snapshot: Option<u64>,
+}
+
+impl From<DataVersion> for DataVersionBody {
+    fn from(v: DataVersion) -> Self {
+        Self { polls_load_id: v.settled_load_id, hours_snapshot: v.hours_snapshot, zones_snapshot: v.zones_snapshot }
+    }
+}
+
+fn rfc3339(at: NaiveDateTime) -> String {
+    crate::rfc3339_micros(at.and_utc())
 }
 
 #[derive(Serialize, Clone, Copy)]
@@ -183,6 +220,8 @@ struct Running<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     progress: Option<ProgressBody>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    data_version: Option<DataVersionBody>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
@@ -193,6 +232,9 @@ struct Complete<'a> {
     download_url: String,
     as_of: Option<&'a str>,
     stores: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_version: Option<DataVersionBody>,
+    expires_at: String,
 }
 
 #[derive(Serialize)]
@@ -200,34 +242,65 @@ struct Failed<'a> {
     report_id: &'a str,
     status: &'static str,
     error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_version: Option<DataVersionBody>,
+    expires_at: String,
 }
 
 async fn load_view(state: &AppState, report_id: &str) -> Result<ReportView, ApiError> {
     if !reports::is_valid_report_id(report_id) {
         return Err(ApiError::unknown_report(report_id));
     }
-    if let Some(report) = state.completed.get(report_id) {
+    let now = Utc::now().naive_utc();
+    if let Some(report) = state.completed.get(report_id, now) {
         return Ok(ReportView::Complete(report));
     }
     let id = report_id.to_owned();
-    let report = db::call(&state.pool, move |conn| reports::find(conn, &id))
-        .await?
-        .ok_or_else(|| ApiError::unknown_report(report_id))?;
-    Ok(match report.status {
-        ReportStatus::Running => ReportView::Running { progress: report.progress().map(ProgressBody::from) },
-        ReportStatus::Failed => ReportView::Failed {
-            error: report.error.clone().unwrap_or_else(|| "the report failed for an unrecorded reason".into()),
+    let (report, computed_by) = db::call(&state.pool, move |conn| {
+        let Some(report) = reports::find(conn, &id)? else { return Ok((None, None)) };
+        // A Running sharer's progress is its shared report's.
+        let computed_by = match (&report.shares_report_id, report.status) {
+            (Some(shared), ReportStatus::Running) => reports::find(conn, shared)?,
+            _ => None,
+        };
+        Ok((Some(report), computed_by))
+    })
+    .await?;
+    let report = report.ok_or_else(|| ApiError::unknown_report(report_id))?;
+    let data_version = report.data_version().map(DataVersionBody::from);
+    // A finished report without a finish time (written by hand) counts from its creation.
+    let expires_at = (report.status != ReportStatus::Running)
+        .then(|| report.finished_at.unwrap_or(report.created_at) + state.reports.retention());
+    if let Some(expired_at) = expires_at.filter(|at| *at <= now) {
+        return Err(ApiError::Gone { report_id: report_id.to_owned(), expired_at: rfc3339(expired_at) });
+    }
+    Ok(match (report.status, expires_at) {
+        (ReportStatus::Running, _) | (_, None) => ReportView::Running {
+            progress: computed_by.as_ref().unwrap_or(&report).progress().map(ProgressBody::from),
+            data_version,
         },
-        ReportStatus::Complete => {
-            let completed = Arc::new(CompletedReport {
-                as_of: report.as_of.map(|t| crate::rfc3339_micros(t.and_utc())),
-                stores: report.store_count.unwrap_or(0),
-                csv_bytes: report.csv_bytes,
-            });
+        (ReportStatus::Failed, Some(expires_at)) => ReportView::Failed {
+            error: report.error.clone().unwrap_or_else(|| "the report failed for an unrecorded reason".into()),
+            data_version,
+            expires_at,
+        },
+        (ReportStatus::Complete, Some(expires_at)) => {
+            let completed = Arc::new(completed_report(&report, expires_at));
             state.completed.insert(report_id, completed.clone());
             ReportView::Complete(completed)
         }
     })
+}
+
+fn completed_report(report: &Report, expires_at: NaiveDateTime) -> CompletedReport {
+    CompletedReport {
+        as_of: report.as_of.map(rfc3339),
+        stores: report.store_count.unwrap_or(0),
+        csv_bytes: report.csv_bytes,
+        csv_report_id: report.computed_by().to_owned(),
+        data_version: report.data_version(),
+        expires_at,
+    }
 }
 
 async fn report_answer(state: &AppState, request: &HttpRequest, report_id: String) -> Result<HttpResponse, ApiError> {
@@ -247,13 +320,23 @@ async fn report_answer(state: &AppState, request: &HttpRequest, report_id: Strin
             download_url: download_url(request, state.settings.public_base_url.as_deref(), &report_id),
             as_of: report.as_of.as_deref(),
             stores: report.stores,
+            data_version: report.data_version.map(DataVersionBody::from),
+            expires_at: rfc3339(report.expires_at),
         }),
-        ReportView::Running { progress } => {
-            HttpResponse::Ok().json(Running { report_id: &report_id, status: status.as_str(), progress, error: None })
-        }
-        ReportView::Failed { error } => {
-            HttpResponse::Ok().json(Failed { report_id: &report_id, status: status.as_str(), error: &error })
-        }
+        ReportView::Running { progress, data_version } => HttpResponse::Ok().json(Running {
+            report_id: &report_id,
+            status: status.as_str(),
+            progress,
+            data_version,
+            error: None,
+        }),
+        ReportView::Failed { error, data_version, expires_at } => HttpResponse::Ok().json(Failed {
+            report_id: &report_id,
+            status: status.as_str(),
+            error: &error,
+            data_version,
+            expires_at: rfc3339(expires_at),
+        }),
     };
     let headers = response.headers_mut();
     headers.insert(header::VARY, header::HeaderValue::from_static("Accept"));
@@ -324,7 +407,7 @@ async fn csv_response(
     attachment: bool,
 ) -> Result<HttpResponse, ApiError> {
     let batch = state.settings.download_chunks_per_query;
-    let id = report_id.clone();
+    let id = report.csv_report_id.clone();
     let first = db::call(&state.pool, move |conn| reports::read_chunks(conn, &id, 0, batch)).await?;
     if first.is_empty() {
         return Err(ApiError::internal(anyhow::anyhow!("report_id={report_id} is Complete but has no stored CSV")));
@@ -344,7 +427,7 @@ async fn csv_response(
         pool: state.pool.clone(),
         exhausted: first.len() < batch as usize,
         pending: first.into(),
-        report_id,
+        report_id: report.csv_report_id.clone(),
         next_seq: 0,
         batch,
         sent: 0,

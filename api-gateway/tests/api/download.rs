@@ -39,7 +39,12 @@ async fn a_report_that_is_not_complete_cannot_be_downloaded_409() {
     let response = app.get(&format!("/download/{failed}")).await;
     assert_eq!(response.status(), 409);
     let body: serde_json::Value = response.json().await.expect("json");
-    assert_eq!(body, serde_json::json!({ "report_id": failed, "status": "Failed", "error": "no data loaded" }));
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "report_id": failed, "status": "Failed", "error": "no data loaded", "expires_at": app.expires_at(&failed)
+        })
+    );
 }
 
 #[tokio::test]

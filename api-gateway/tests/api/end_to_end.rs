@@ -96,7 +96,8 @@ async fn assert_served_like_the_cli(app: &TestApp, report_id: &str, finished: se
         serde_json::json!({
             "report_id": report_id, "status": "Complete",
             "download_url": format!("{}/download/{report_id}", app.address),
-            "as_of": cli.as_of, "stores": cli.stores
+            "as_of": cli.as_of, "stores": cli.stores,
+            "data_version": app.data_version(report_id), "expires_at": app.expires_at(report_id)
         })
     );
 

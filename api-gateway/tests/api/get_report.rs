@@ -53,7 +53,8 @@ async fn a_complete_report_answers_its_absolute_download_url_as_of_and_store_cou
             "report_id": report_id, "status": "Complete",
             "download_url": format!("http://127.0.0.1:{}/download/{report_id}", app.port),
             "as_of": "2023-01-25T18:13:18.647069Z",
-            "stores": 3
+            "stores": 3,
+            "expires_at": app.expires_at(&report_id)
         })
     );
     // Twice: the second answer comes from the cache of completed reports and must be the same.
@@ -131,7 +132,8 @@ async fn a_failed_report_says_what_went_wrong() {
         body,
         serde_json::json!({
             "report_id": report_id, "status": "Failed",
-            "error": "the polls table is empty; load store_status.csv first"
+            "error": "the polls table is empty; load store_status.csv first",
+            "expires_at": app.expires_at(&report_id)
         })
     );
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use api_gateway::outbox::{OutboxRelay, RelaySettings};
 use api_gateway::publisher::JobPublisher;
-use api_gateway::settings::{GatewaySettings, Settings};
+use api_gateway::settings::{GatewaySettings, ReportsSettings, Settings};
 use api_gateway::startup::Application;
 use shared_model::db::DbPool;
 use shared_model::models::reports::{self, Chunking, FinishedReport};
@@ -41,6 +41,7 @@ pub fn test_settings(database: &TestDatabase, topology: &TestTopology) -> Settin
             relay_grace_ms: 2_500,
             ..GatewaySettings::default()
         },
+        reports: ReportsSettings::default(),
     }
 }
 
@@ -114,6 +115,22 @@ impl TestApp {
         assert!(matches!(stored, reports::Stored::Complete { .. }));
     }
 
+    /// The `expires_at` a finished report answers: its finish plus the retention, RFC 3339.
+    pub fn expires_at(&self, report_id: &str) -> String {
+        let finished = self.report(report_id).finished_at.expect("a finished report");
+        api_gateway::rfc3339_micros((finished + self.settings.reports.retention()).and_utc())
+    }
+
+    /// The `data_version` a report triggered on the test's data answers.
+    pub fn data_version(&self, report_id: &str) -> serde_json::Value {
+        let version = self.report(report_id).data_version().expect("a report with a data version");
+        serde_json::json!({
+            "polls_load_id": version.settled_load_id,
+            "hours_snapshot": version.hours_snapshot,
+            "zones_snapshot": version.zones_snapshot,
+        })
+    }
+
     pub fn report(&self, report_id: &str) -> reports::Report {
         reports::find(&mut self.conn(), report_id).expect("query").expect("report exists")
     }
@@ -131,6 +148,10 @@ impl TestApp {
             grace,
             batch: 10,
             publish_timeout: Duration::from_secs(2),
+            retention: self.settings.reports.retention(),
+            stale_after: self.settings.reports.stale_after(),
+            delivery_limit: self.settings.amqp.delivery_limit,
+            sweep_batch: self.settings.reports.sweep_batch,
         };
         OutboxRelay::new(self.pool.clone(), publisher, settings)
     }

@@ -7,6 +7,7 @@ mod errors;
 mod get_report;
 mod health;
 mod helpers;
+mod lifecycle;
 mod observability;
 mod outbox;
 mod trigger;

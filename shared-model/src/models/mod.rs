@@ -7,3 +7,4 @@ pub mod polls;
 pub mod reports;
 pub mod snapshots;
 pub mod stores;
+pub mod versions;

@@ -2,10 +2,21 @@
 //! to the worker's finished CSV.
 //!
 //! ```text
-//! create (Running, queued_at NULL = in the outbox) --publish confirmed--> mark_queued
+//! create_or_share (Running, queued_at NULL = in the outbox) --publish confirmed--> mark_queued
 //!   --worker--> mark_started (attempts + 1) --> set_progress ... --> store_complete (Complete, chunks)
 //!                                                              \--> mark_failed (Failed, error)
+//!   --no sign of life for a while (sweep)--> mark_republished (redeliveries + 1) --> queued again
+//!   --finished longer than the retention ago, no live sharer (sweep)--> delete_csv (csv_deleted_at)
 //! ```
+//!
+//! A report may share another's computation (`shares_report_id`): it was triggered on the same data
+//! version while the other was Running or Complete. It never has a job or chunks of its own; the writes
+//! that finish the shared report (`store_complete`, `mark_failed`) finish its sharers in the same
+//! transaction, so a sharer's status is always its shared report's. Its CSV is the shared report's chunks,
+//! kept until the last report sharing them has expired.
+//!
+//! The worker's `mark_started` and `set_progress` (every 250 ms while it computes) stamp `heartbeat_at`,
+//! so a report whose job was lost after the broker confirmed it is noticed and published again.
 //!
 //! Every write of the worker is conditional on the status it expects, so duplicate deliveries of one job
 //! (the outbox may publish a job twice) stay harmless: the first to finish stores the report, a later one
@@ -20,6 +31,8 @@ use diesel::mysql::MysqlConnection;
 use diesel::prelude::*;
 
 use super::text_enum::text_enum;
+use super::versions::DataVersion;
+use crate::db::NamedLock;
 use crate::schema::{report_chunks, reports};
 
 /// Length of a report id (a nanoid of the default alphabet `A-Za-z0-9_-`).
@@ -78,6 +91,18 @@ pub struct Report {
     pub csv_bytes: Option<u64>,
     pub attempts: u32,
     pub error: Option<String>,
+    /// The data version seen at the trigger (all three `None` for a report created without one).
+    pub data_polls_load_id: Option<u64>,
+    pub data_hours_snapshot: Option<u64>,
+    pub data_zones_snapshot: Option<u64>,
+    /// The report whose computation and CSV this one shares; `None`: it computes its own.
+    pub shares_report_id: Option<String>,
+    /// The last sign of life of a worker on it (start of an attempt, progress).
+    pub heartbeat_at: Option<NaiveDateTime>,
+    /// Jobs the sweep published again because no worker showed signs of life.
+    pub redeliveries: u32,
+    /// When the expired CSV was deleted; `None` while it is kept.
+    pub csv_deleted_at: Option<NaiveDateTime>,
 }
 
 /// How far a running report is.
@@ -96,13 +121,28 @@ impl Report {
             _ => None,
         }
     }
+
+    /// The data version the report reflects; `None` for a report created without one.
+    pub fn data_version(&self) -> Option<DataVersion> {
+        self.data_polls_load_id.map(|settled_load_id| DataVersion {
+            settled_load_id,
+            hours_snapshot: self.data_hours_snapshot,
+            zones_snapshot: self.data_zones_snapshot,
+        })
+    }
+
+    /// The report whose chunks hold this report's CSV (and whose progress is this report's).
+    pub fn computed_by(&self) -> &str {
+        self.shares_report_id.as_deref().unwrap_or(&self.report_id)
+    }
 }
 
 fn utc_now() -> NaiveDateTime {
     chrono::Utc::now().naive_utc()
 }
 
-/// Inserts a new Running report, not yet queued (in the outbox).
+/// Inserts a new Running report of no known data version, not yet queued (in the outbox). It is never
+/// shared; the gateway creates reports with [`create_or_share`].
 pub fn create(conn: &mut MysqlConnection, report_id: &str, created_at: NaiveDateTime) -> QueryResult<()> {
     diesel::insert_into(reports::table)
         .values((
@@ -110,6 +150,150 @@ pub fn create(conn: &mut MysqlConnection, report_id: &str, created_at: NaiveDate
             reports::status.eq(ReportStatus::Running),
             reports::created_at.eq(created_at),
             reports::attempts.eq(0u32),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// What [`create_or_share`] created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// A report of its own, in the outbox: its job must be published.
+    NeedsJob,
+    /// A report sharing the computation of `shared_report_id` (Running or Complete): no job.
+    Shares { shared_report_id: String },
+}
+
+/// How long a trigger waits for another trigger's sharing decision before computing on its own.
+const SHARING_LOCK_WAIT_SECONDS: u64 = 5;
+
+/// Creates a Running report of the data version this connection sees. When a report of the same version
+/// is Running, or Complete with its CSV kept and finished at or after `finished_after` (not expired), the
+/// new report shares it instead (and is Complete at once when the shared one is). Triggers decide one at
+/// a time under a named lock of this database, so simultaneous triggers of unchanged data still make one
+/// computation; a trigger that cannot take the lock within a few seconds creates a report of its own.
+pub fn create_or_share(
+    conn: &mut MysqlConnection,
+    report_id: &str,
+    created_at: NaiveDateTime,
+    finished_after: NaiveDateTime,
+) -> QueryResult<Created> {
+    // Named locks are server-wide: one per database, so databases on one server do not wait on each other.
+    let database: Option<String> =
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::Text>>("DATABASE()"))
+            .get_result(conn)?;
+    let lock_name = format!("restaurant_monitor.report_sharing.{}", database.unwrap_or_default());
+    let lock = NamedLock::acquire(conn, &lock_name, SHARING_LOCK_WAIT_SECONDS)?;
+    if lock.is_none() {
+        log::warn!("report_id={report_id}: another trigger held the sharing lock too long; computing on its own");
+    }
+    let created = conn.transaction(|conn| {
+        let version = super::versions::current(conn)?;
+        let shared = match &lock {
+            Some(_) => shareable(conn, version, finished_after)?,
+            None => None,
+        };
+        insert_with_version(conn, report_id, created_at, version, shared.as_ref())?;
+        Ok(match shared {
+            Some(shared) => Created::Shares { shared_report_id: shared.report_id },
+            None => Created::NeedsJob,
+        })
+    });
+    if let Some(lock) = lock {
+        lock.release(conn)?;
+    }
+    created
+}
+
+/// The fields of a shareable report a new sharer copies.
+#[derive(Debug, Queryable)]
+struct Shareable {
+    report_id: String,
+    status: ReportStatus,
+    finished_at: Option<NaiveDateTime>,
+    as_of: Option<NaiveDateTime>,
+    store_count: Option<u32>,
+    csv_bytes: Option<u64>,
+    csv_deleted_at: Option<NaiveDateTime>,
+}
+
+/// The newest report of `version` that computes its own CSV and may be shared, locked (its finishing
+/// writes then wait for the sharer to be inserted, and see it).
+fn shareable(
+    conn: &mut MysqlConnection,
+    version: DataVersion,
+    finished_after: NaiveDateTime,
+) -> QueryResult<Option<Shareable>> {
+    let mut candidates = reports::table
+        .filter(reports::shares_report_id.is_null())
+        .filter(reports::data_polls_load_id.eq(version.settled_load_id))
+        .filter(
+            reports::status
+                .eq(ReportStatus::Running)
+                .or(reports::status.eq(ReportStatus::Complete).and(reports::finished_at.ge(finished_after))),
+        )
+        .select(reports::report_id)
+        .order(reports::created_at.desc())
+        .into_boxed();
+    candidates = match version.hours_snapshot {
+        Some(id) => candidates.filter(reports::data_hours_snapshot.eq(id)),
+        None => candidates.filter(reports::data_hours_snapshot.is_null()),
+    };
+    candidates = match version.zones_snapshot {
+        Some(id) => candidates.filter(reports::data_zones_snapshot.eq(id)),
+        None => candidates.filter(reports::data_zones_snapshot.is_null()),
+    };
+    let Some(candidate) = candidates.first::<String>(conn).optional()? else {
+        return Ok(None);
+    };
+    // Read again under the row lock: the plain read above may be older than a finish or a CSV deletion.
+    let locked: Option<Shareable> = reports::table
+        .find(&candidate)
+        .select((
+            reports::report_id,
+            reports::status,
+            reports::finished_at,
+            reports::as_of,
+            reports::store_count,
+            reports::csv_bytes,
+            reports::csv_deleted_at,
+        ))
+        .for_update()
+        .first(conn)
+        .optional()?;
+    Ok(locked.filter(|shared| match shared.status {
+        ReportStatus::Running => true,
+        ReportStatus::Complete => {
+            shared.csv_deleted_at.is_none() && shared.finished_at.is_some_and(|at| at >= finished_after)
+        }
+        ReportStatus::Failed => false,
+    }))
+}
+
+fn insert_with_version(
+    conn: &mut MysqlConnection,
+    report_id: &str,
+    created_at: NaiveDateTime,
+    version: DataVersion,
+    shared: Option<&Shareable>,
+) -> QueryResult<()> {
+    let complete = shared.filter(|shared| shared.status == ReportStatus::Complete);
+    diesel::insert_into(reports::table)
+        .values((
+            reports::report_id.eq(report_id),
+            reports::status.eq(if complete.is_some() { ReportStatus::Complete } else { ReportStatus::Running }),
+            reports::created_at.eq(created_at),
+            reports::attempts.eq(0u32),
+            reports::data_polls_load_id.eq(version.settled_load_id),
+            reports::data_hours_snapshot.eq(version.hours_snapshot),
+            reports::data_zones_snapshot.eq(version.zones_snapshot),
+            reports::shares_report_id.eq(shared.map(|shared| shared.report_id.as_str())),
+            reports::finished_at.eq(complete.map(|_| created_at)),
+            reports::as_of.eq(complete.and_then(|shared| shared.as_of)),
+            reports::store_count.eq(complete.and_then(|shared| shared.store_count)),
+            reports::stores_done.eq(complete.and_then(|shared| shared.store_count)),
+            reports::stores_total.eq(complete.and_then(|shared| shared.store_count)),
+            reports::csv_bytes.eq(complete.and_then(|shared| shared.csv_bytes)),
         ))
         .execute(conn)?;
     Ok(())
@@ -138,6 +322,7 @@ pub fn outbox(conn: &mut MysqlConnection, created_before: NaiveDateTime, limit: 
         .filter(reports::created_at.lt(created_before))
         .filter(reports::status.eq(ReportStatus::Running))
         .filter(reports::started_at.is_null())
+        .filter(reports::shares_report_id.is_null())
         .order(reports::created_at)
         .limit(i64::from(limit))
         .select(Report::as_select())
@@ -175,9 +360,11 @@ pub fn mark_started(conn: &mut MysqlConnection, report_id: &str) -> QueryResult<
             ReportStatus::Running => {}
         }
         let attempt = attempts.saturating_add(1);
+        let now = utc_now();
         diesel::update(reports::table.find(report_id))
             .set((
-                reports::started_at.eq(utc_now()),
+                reports::started_at.eq(now),
+                reports::heartbeat_at.eq(now),
                 reports::attempts.eq(attempt),
                 reports::stores_done.eq(None::<u32>),
                 reports::stores_total.eq(None::<u32>),
@@ -187,7 +374,7 @@ pub fn mark_started(conn: &mut MysqlConnection, report_id: &str) -> QueryResult<
     })
 }
 
-/// Writes the progress of a Running report. False when it is not Running (any more).
+/// Writes the progress of a Running report, and so its heartbeat. False when it is not Running (any more).
 pub fn set_progress(
     conn: &mut MysqlConnection,
     report_id: &str,
@@ -195,23 +382,41 @@ pub fn set_progress(
     stores_total: u32,
 ) -> QueryResult<bool> {
     let changed = diesel::update(reports::table.find(report_id).filter(reports::status.eq(ReportStatus::Running)))
-        .set((reports::stores_done.eq(stores_done), reports::stores_total.eq(stores_total)))
+        .set((
+            reports::stores_done.eq(stores_done),
+            reports::stores_total.eq(stores_total),
+            reports::heartbeat_at.eq(utc_now()),
+        ))
         .execute(conn)?;
     Ok(changed == 1)
 }
 
-/// Marks a Running report Failed with a reason a person can act on (cut to 2,000 characters). False when
-/// it was not Running (finished already, or unknown).
+/// Marks a Running report Failed with a reason a person can act on (cut to 2,000 characters), and the
+/// Running reports sharing it with it. False when it was not Running (finished already, or unknown).
 pub fn mark_failed(conn: &mut MysqlConnection, report_id: &str, reason: &str) -> QueryResult<bool> {
     let reason: String = if reason.chars().count() > MAX_ERROR_CHARS {
         reason.chars().take(MAX_ERROR_CHARS - 1).chain(std::iter::once('…')).collect()
     } else {
         reason.to_owned()
     };
-    let changed = diesel::update(reports::table.find(report_id).filter(reports::status.eq(ReportStatus::Running)))
-        .set((reports::status.eq(ReportStatus::Failed), reports::finished_at.eq(utc_now()), reports::error.eq(reason)))
-        .execute(conn)?;
-    Ok(changed == 1)
+    conn.transaction(|conn| {
+        let now = utc_now();
+        let failed =
+            (reports::status.eq(ReportStatus::Failed), reports::finished_at.eq(now), reports::error.eq(&reason));
+        let changed = diesel::update(reports::table.find(report_id).filter(reports::status.eq(ReportStatus::Running)))
+            .set(failed)
+            .execute(conn)?;
+        if changed == 1 {
+            diesel::update(
+                reports::table
+                    .filter(reports::shares_report_id.eq(report_id))
+                    .filter(reports::status.eq(ReportStatus::Running)),
+            )
+            .set(failed)
+            .execute(conn)?;
+        }
+        Ok(changed == 1)
+    })
 }
 
 /// A finished report, ready to store.
@@ -333,18 +538,25 @@ fn store_once(
             diesel::insert_into(report_chunks::table).values(statement).execute(conn)?;
         }
         let chunks = u32::try_from(rows.len()).map_err(|_| StoreError::TooLarge(report.csv.len()))?;
-        diesel::update(reports::table.find(report_id))
-            .set((
-                reports::status.eq(ReportStatus::Complete),
-                reports::finished_at.eq(utc_now()),
-                reports::as_of.eq(report.as_of),
-                reports::store_count.eq(report.store_count),
-                reports::csv_bytes.eq(report.csv.len() as u64),
-                reports::stores_done.eq(report.store_count),
-                reports::stores_total.eq(report.store_count),
-                reports::error.eq(None::<String>),
-            ))
-            .execute(conn)?;
+        let complete = (
+            reports::status.eq(ReportStatus::Complete),
+            reports::finished_at.eq(utc_now()),
+            reports::as_of.eq(report.as_of),
+            reports::store_count.eq(report.store_count),
+            reports::csv_bytes.eq(report.csv.len() as u64),
+            reports::stores_done.eq(report.store_count),
+            reports::stores_total.eq(report.store_count),
+            reports::error.eq(None::<String>),
+        );
+        diesel::update(reports::table.find(report_id)).set(complete.clone()).execute(conn)?;
+        // Sharers finish with it; a Failed sharer too, as its shared report was completed after all.
+        diesel::update(
+            reports::table
+                .filter(reports::shares_report_id.eq(report_id))
+                .filter(reports::status.ne(ReportStatus::Complete)),
+        )
+        .set(complete)
+        .execute(conn)?;
         Ok(Stored::Complete { chunks })
     })
 }
@@ -406,8 +618,128 @@ pub fn count_unconfirmed(conn: &mut MysqlConnection) -> QueryResult<i64> {
     reports::table
         .filter(reports::status.eq(ReportStatus::Running))
         .filter(reports::queued_at.is_null())
+        .filter(reports::shares_report_id.is_null())
         .count()
         .get_result(conn)
+}
+
+/// Running reports with a job of their own, confirmed by the broker, that showed no sign of life since
+/// `quiet_since`: no worker started the job since it was queued, or the worker's heartbeat stopped.
+fn stale_running_query(quiet_since: NaiveDateTime) -> reports::BoxedQuery<'static, diesel::mysql::Mysql> {
+    reports::table
+        .filter(reports::status.eq(ReportStatus::Running))
+        .filter(reports::shares_report_id.is_null())
+        .filter(reports::queued_at.is_not_null())
+        .filter(
+            reports::heartbeat_at
+                .lt(quiet_since)
+                .or(reports::heartbeat_at.is_null().and(reports::queued_at.lt(quiet_since))),
+        )
+        .into_boxed()
+}
+
+/// Up to `limit` stale Running reports (see [`count_stale_running`]), the quietest first.
+pub fn stale_running(conn: &mut MysqlConnection, quiet_since: NaiveDateTime, limit: u32) -> QueryResult<Vec<Report>> {
+    stale_running_query(quiet_since)
+        .order(reports::queued_at)
+        .limit(i64::from(limit))
+        .select(Report::as_select())
+        .load(conn)
+}
+
+/// How many Running reports with a confirmed job showed no sign of life since `quiet_since`: jobs lost
+/// after the broker confirmed them, or workers stuck, until the sweep publishes them again.
+pub fn count_stale_running(conn: &mut MysqlConnection, quiet_since: NaiveDateTime) -> QueryResult<i64> {
+    stale_running_query(quiet_since).count().get_result(conn)
+}
+
+/// Records that the sweep published the job of a Running report again: queued now, no heartbeat yet,
+/// `redeliveries + 1`. False when it is not Running any more.
+pub fn mark_republished(conn: &mut MysqlConnection, report_id: &str) -> QueryResult<bool> {
+    let changed = diesel::update(reports::table.find(report_id).filter(reports::status.eq(ReportStatus::Running)))
+        .set((
+            reports::queued_at.eq(utc_now()),
+            reports::heartbeat_at.eq(None::<NaiveDateTime>),
+            reports::redeliveries.eq(reports::redeliveries + 1),
+        ))
+        .execute(conn)?;
+    Ok(changed == 1)
+}
+
+#[derive(QueryableByName)]
+struct ReportIdRow {
+    #[diesel(sql_type = diesel::sql_types::Char)]
+    report_id: String,
+}
+
+/// Up to `limit` reports whose stored CSV may go: computed by themselves, finished before
+/// `finished_before`, CSV still kept, and no report sharing it Running or finished since.
+pub fn expired_csvs(
+    conn: &mut MysqlConnection,
+    finished_before: NaiveDateTime,
+    limit: u32,
+) -> QueryResult<Vec<String>> {
+    let rows: Vec<ReportIdRow> = diesel::sql_query(
+        "SELECT r.report_id FROM reports r \
+         WHERE r.shares_report_id IS NULL AND r.status IN (?, ?) AND r.csv_deleted_at IS NULL \
+           AND r.finished_at < ? \
+           AND NOT EXISTS (SELECT 1 FROM reports s WHERE s.shares_report_id = r.report_id \
+                             AND (s.finished_at IS NULL OR s.finished_at >= ?)) \
+         ORDER BY r.finished_at LIMIT ?",
+    )
+    .bind::<diesel::sql_types::Varchar, _>(ReportStatus::Complete)
+    .bind::<diesel::sql_types::Varchar, _>(ReportStatus::Failed)
+    .bind::<diesel::sql_types::Datetime, _>(finished_before)
+    .bind::<diesel::sql_types::Datetime, _>(finished_before)
+    .bind::<diesel::sql_types::Unsigned<diesel::sql_types::Integer>, _>(limit)
+    .load(conn)?;
+    Ok(rows.into_iter().map(|row| row.report_id).collect())
+}
+
+/// Deletes the stored CSV of a report [`expired_csvs`] named, if it is still expired under the row lock
+/// (a trigger may have made it shared meanwhile). Returns the chunks deleted; `None` when it was kept.
+pub fn delete_csv(
+    conn: &mut MysqlConnection,
+    report_id: &str,
+    finished_before: NaiveDateTime,
+) -> QueryResult<Option<usize>> {
+    conn.transaction(|conn| {
+        // Locking first makes a trigger sharing it finish first; the reads after it then see its sharer.
+        let finished_at: Option<Option<NaiveDateTime>> = reports::table
+            .find(report_id)
+            .filter(reports::csv_deleted_at.is_null())
+            .select(reports::finished_at)
+            .for_update()
+            .first(conn)
+            .optional()?;
+        if finished_at.flatten().is_none_or(|at| at >= finished_before) {
+            return Ok(None);
+        }
+        let live_sharers: i64 = reports::table
+            .filter(reports::shares_report_id.eq(report_id))
+            .filter(reports::finished_at.is_null().or(reports::finished_at.ge(finished_before)))
+            .count()
+            .get_result(conn)?;
+        if live_sharers > 0 {
+            return Ok(None);
+        }
+        let deleted =
+            diesel::delete(report_chunks::table.filter(report_chunks::report_id.eq(report_id))).execute(conn)?;
+        diesel::update(reports::table.find(report_id)).set(reports::csv_deleted_at.eq(utc_now())).execute(conn)?;
+        Ok(Some(deleted))
+    })
+}
+
+/// Computations the workers ran: attempts on reports of their own (a shared report is computed once for
+/// all its sharers; a retried or duplicated job counts each time it ran).
+pub fn count_computations(conn: &mut MysqlConnection) -> QueryResult<i64> {
+    let sum: Option<i64> = reports::table
+        .filter(reports::shares_report_id.is_null())
+        .select(diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
+            "CAST(SUM(attempts) AS SIGNED)",
+        ))
+        .first(conn)?;
+    Ok(sum.unwrap_or(0))
 }
 
 #[derive(QueryableByName)]

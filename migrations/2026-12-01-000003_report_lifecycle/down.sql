@@ -1,0 +1,11 @@
+ALTER TABLE reports
+    DROP KEY reports_finished,
+    DROP KEY reports_data_version,
+    DROP KEY reports_sharers,
+    DROP COLUMN csv_deleted_at,
+    DROP COLUMN redeliveries,
+    DROP COLUMN heartbeat_at,
+    DROP COLUMN shares_report_id,
+    DROP COLUMN data_zones_snapshot,
+    DROP COLUMN data_hours_snapshot,
+    DROP COLUMN data_polls_load_id;
