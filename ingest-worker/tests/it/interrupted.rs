@@ -96,10 +96,18 @@ impl KillPoint {
     }
 }
 
-/// Runs `ingest-worker --once` and kills it with SIGKILL once `point` is reached.
-fn kill_at(db: &TestDatabase, data_dir: &Path, point: KillPoint) {
+/// Sessions on the test's database other than `conn`'s own.
+fn other_sessions(conn: &mut MysqlConnection, database: &str) -> i64 {
+    count(conn, &format!("information_schema.PROCESSLIST WHERE DB = '{database}' AND ID <> CONNECTION_ID()"))
+}
+
+/// Runs `ingest-worker --once` and kills it with SIGKILL once `point` is reached, then checks that the
+/// polls are `old` both at once and once the server has finished with the dead worker's sessions (a
+/// statement the worker sent runs to its end, then its transaction is rolled back).
+fn kill_at(db: &TestDatabase, data_dir: &Path, point: KillPoint, old: &Rows) {
     let mut monitor = db.conn();
     let after = last_load_id(&mut monitor);
+    let sessions_before = other_sessions(&mut monitor, db.name());
     let mut child = spawn_once(db, data_dir);
     let deadline = Instant::now() + Duration::from_secs(120);
     while !point.reached(&mut monitor, db.name(), after) {
@@ -112,6 +120,12 @@ fn kill_at(db: &TestDatabase, data_dir: &Path, point: KillPoint) {
     // Child::kill sends SIGKILL on Unix: the worker gets no chance to clean up.
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
+    assert!(visible(&mut monitor) == *old, "killed while {point:?}: the polls are not the old ones");
+    while other_sessions(&mut monitor, db.name()) > sessions_before {
+        assert!(Instant::now() < deadline, "the dead worker's sessions still open after two minutes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(visible(&mut monitor) == *old, "killed while {point:?}: once settled, the polls are not the old ones");
 }
 
 #[test]
@@ -130,8 +144,7 @@ fn a_polls_load_killed_at_any_point_leaves_the_old_polls_and_the_next_run_comple
     folder.write("store_status.csv", &text);
     let before_kills = last_load_id(&mut conn);
     for point in [KillPoint::Started, KillPoint::Staging, KillPoint::Merging] {
-        kill_at(&db, &folder.path, point);
-        assert!(visible(&mut conn) == old, "killed while {point:?}: the polls are not the old ones");
+        kill_at(&db, &folder.path, point, &old);
     }
 
     // The next run completes the load while a reader keeps reading: every read is old or new.

@@ -44,7 +44,7 @@ pub fn upsert_on_duplicate(flavour: ServerFlavour) -> &'static str {
 /// order), with no end: a load stages each of its polls once.
 pub const STAGE_PREFIX: &str = "INSERT INTO polls_staging (store_key, polled_at, active, load_id) VALUES ";
 
-/// Moves nothing by itself: the upsert of one load's staged rows into `polls` (`?` is the load id), with
+/// The upsert of one load's staged rows into `polls` (`?` is the load id), with
 /// the `load_id` rule of [`upsert_on_duplicate`]. In key order, which is the staging table's order within
 /// a load, so the server sorts nothing.
 pub fn merge_staged_sql(flavour: ServerFlavour) -> &'static str {
@@ -68,7 +68,7 @@ pub fn merge_staged_sql(flavour: ServerFlavour) -> &'static str {
 }
 
 /// Upserts the staged rows of `load_id` into `polls`, on whatever transaction `conn` has open; returns
-/// the server's count of affected rows (1 per insert, 2 per changed row).
+/// the server's count of affected rows (1 per row inserted or found unchanged, 2 per row changed).
 pub fn merge_staged(conn: &mut MysqlConnection, flavour: ServerFlavour, load_id: u64) -> QueryResult<usize> {
     diesel::sql_query(merge_staged_sql(flavour)).bind::<Unsigned<BigInt>, _>(load_id).execute(conn)
 }
