@@ -106,6 +106,7 @@ fn run_locked(
     if interrupted > 0 {
         warn!("{interrupted} load(s) left 'running' by a worker that stopped are now marked failed");
     }
+    polls::clear_stale_staging(conn)?;
     let mut report = RunReport { loaded_at, files: Vec::with_capacity(3) };
     let files = match DataFiles::find(&settings.data_dir) {
         Ok(files) => files,

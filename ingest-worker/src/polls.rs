@@ -7,11 +7,14 @@
 //!   digest, and those N bytes end a line): only the appended rows are parsed and upserted;
 //! - otherwise the whole file is parsed and upserted.
 //!
-//! Writing: multi-row `INSERT … ON DUPLICATE KEY UPDATE` built as text, in primary-key order, on two
-//! connections at once for large loads (the server's work is CPU-bound: one core each). Each connection
-//! has one transaction; all commit together at the end, the one with the load record last, so a reader
-//! sees none of a load's polls or (but for the instant between those commits) all of them. A failure on
-//! any connection rolls them all back.
+//! Writing: multi-row `INSERT` statements built as text, in primary-key order. Every load becomes visible
+//! in one commit, the one that finishes its load record, so a reader sees all of a load's polls or none,
+//! and a load killed at any point leaves the previous polls as they were:
+//! - a small load upserts into `polls` on one connection, in one transaction with the load record;
+//! - a large one is first written into `polls_staging` on several connections at once (the server's work
+//!   is CPU-bound: one core each), then one `INSERT … SELECT … ON DUPLICATE KEY UPDATE` moves it into
+//!   `polls` in the transaction that finishes the record. Staged rows are cleared after the load, and
+//!   at the start of the next run if a killed worker left some.
 //!
 //! Rows in the database that a new version of the file no longer has are kept: polls are upserted, never
 //! deleted (SPEC §4).
@@ -24,10 +27,10 @@ use std::time::{Duration, Instant};
 use diesel::connection::SimpleConnection as _;
 use diesel::mysql::MysqlConnection;
 use diesel::{Connection as _, QueryableByName, RunQueryDsl, sql_query};
-use log::info;
-use shared_model::db;
+use log::{info, warn};
+use shared_model::db::{self, ServerFlavour};
 use shared_model::models::loads::{self, Load, LoadEnd, LoadStatus};
-use shared_model::models::polls::{UPSERT_ON_DUPLICATE, UPSERT_PREFIX};
+use shared_model::models::polls::{self as polls_table, STAGE_PREFIX, UPSERT_PREFIX, upsert_on_duplicate};
 use uptime_core::input::{Poll, PollsFile, StoreIds, read_polls_bytes};
 
 use crate::digest::FileDigest;
@@ -35,10 +38,10 @@ use crate::error::FileError;
 use crate::record::{LoadRun, LoadedFile, end_loaded};
 use crate::sql::{StatementBuilder, push_datetime, push_u64};
 
-/// Connections writing one large load at once: the server's work is CPU-bound, one core per connection.
+/// Connections staging one large load at once: the server's work is CPU-bound, one core per connection.
 /// Two matched this 2-core machine; three or four were no faster here (measured).
 const WRITERS: usize = 2;
-/// Below this many rows a second connection costs more than it saves.
+/// Below this many rows a second connection and the staging costs more than they save.
 const PARALLEL_FROM_ROWS: usize = 100_000;
 /// Statement size (~25 k rows): per-statement costs vanish (256 KiB to 8 MiB measured the same within
 /// noise on the full set) and the server's memory per statement stays small. Far below the 16 MiB
@@ -56,6 +59,7 @@ pub(crate) fn load(
 ) -> Result<LoadedFile, FileError> {
     let loaded_at = run.loaded_at.timestamp_micros();
     let url = run.settings.database.url.clone();
+    let flavour = run.flavour()?;
     let (conn, stores) = run.conn_and_stores()?;
     let parse_started = Instant::now();
     let appended = appended_part(bytes, digest, previous);
@@ -82,7 +86,7 @@ pub(crate) fn load(
     }
 
     let end = end_loaded(digest, &file.summary, polls.len() as u64);
-    write(conn, &url, &polls, load_id, &end)?;
+    write(conn, &url, flavour, &polls, load_id, &end)?;
     Ok(LoadedFile { status: LoadStatus::Loaded, end, summary: Some(file.summary) })
 }
 
@@ -139,7 +143,14 @@ fn appended_part(bytes: &[u8], digest: &FileDigest, previous: Option<&Load>) -> 
 }
 
 /// Upserts `polls` (sorted by key) and writes the load record, all or nothing.
-fn write(conn: &mut MysqlConnection, url: &str, polls: &[Poll], load_id: u64, end: &LoadEnd) -> Result<(), FileError> {
+fn write(
+    conn: &mut MysqlConnection,
+    url: &str,
+    flavour: ServerFlavour,
+    polls: &[Poll],
+    load_id: u64,
+    end: &LoadEnd,
+) -> Result<(), FileError> {
     let upsert = Upsert {
         load_id,
         statement_bytes: statement_bytes(conn)?,
@@ -147,9 +158,9 @@ fn write(conn: &mut MysqlConnection, url: &str, polls: &[Poll], load_id: u64, en
         give_up: AtomicBool::new(false),
     };
     if polls.len() < PARALLEL_FROM_ROWS {
-        write_on_one_connection(conn, polls, &upsert, end)?;
+        write_on_one_connection(conn, flavour, polls, &upsert, end)?;
     } else {
-        write_in_parallel(conn, url, polls, &upsert, end)?;
+        write_staged(conn, url, flavour, polls, &upsert, end)?;
     }
     upsert.progress.finished();
     Ok(())
@@ -169,55 +180,105 @@ fn statement_bytes(conn: &mut MysqlConnection) -> Result<usize, FileError> {
 
 fn write_on_one_connection(
     conn: &mut MysqlConnection,
+    flavour: ServerFlavour,
     polls: &[Poll],
     upsert: &Upsert,
     end: &LoadEnd,
 ) -> Result<(), FileError> {
     conn.transaction::<_, FileError, _>(|conn| {
-        upsert.rows(conn, polls)?;
+        upsert.rows(conn, Destination::Polls(flavour), polls)?;
         loads::finish(conn, upsert.load_id, end)?;
         Ok(())
     })
 }
 
-/// Writes the first part on `conn` and each other part on a connection of its own, one thread each.
-fn write_in_parallel(
+/// Clears what a worker killed during a large load left in `polls_staging`. Only the holder of the ingest
+/// lock may call this, before its loads: no load is staging then.
+pub(crate) fn clear_stale_staging(conn: &mut MysqlConnection) -> diesel::QueryResult<()> {
+    if polls_table::clear_staging(conn)? {
+        warn!("removed the staged polls of a load that did not finish");
+    }
+    Ok(())
+}
+
+/// Stages `polls` on several connections, then moves them into `polls` and finishes the record in one
+/// transaction: the only commit that changes what a reader sees.
+fn write_staged(
     conn: &mut MysqlConnection,
     url: &str,
+    flavour: ServerFlavour,
     polls: &[Poll],
     upsert: &Upsert,
     end: &LoadEnd,
 ) -> Result<(), FileError> {
-    // Split in key order: the parts touch disjoint key ranges. A duplicate key takes a record lock only
-    // (no gap lock on the primary key), so the transactions never wait for each other.
+    let load_id = upsert.load_id;
+    // The run cleared what a killed worker left staged before this load started (`clear_stale_staging`),
+    // and the merge takes this load's rows only.
+    let merged = stage_in_parallel(conn, url, polls, upsert).and_then(|()| {
+        let started = Instant::now();
+        conn.transaction::<_, FileError, _>(|conn| {
+            polls_table::merge_staged(conn, flavour, load_id)?;
+            loads::finish(conn, load_id, end)?;
+            Ok(())
+        })?;
+        info!("load_id={load_id} polls: staged rows moved into polls in {:.2} s", started.elapsed().as_secs_f64());
+        Ok(())
+    });
+    // Committed or not, the staged rows are of no more use. Failing to clear them must not fail a load
+    // that committed: the next large load clears them first.
+    if let Err(e) = polls_table::clear_staging(conn) {
+        warn!("load_id={load_id} polls: cannot clear the staged rows now, the next load will: {e}");
+    }
+    merged
+}
+
+/// Writes the first part into `polls_staging` on `conn` and each other part on a connection of its own,
+/// one thread each. Each statement commits by itself: staged rows are visible to no reader of `polls`,
+/// and a writer that stops leaves only rows the next load clears.
+fn stage_in_parallel(conn: &mut MysqlConnection, url: &str, polls: &[Poll], upsert: &Upsert) -> Result<(), FileError> {
+    // Split in key order: the parts touch disjoint key ranges, so the writers never wait for each other.
     let mut parts = polls.chunks(polls.len().div_ceil(WRITERS));
     let own_part = parts.next().unwrap_or_default();
     let helpers: Vec<_> = parts.map(|rows| Ok((db::connect(url)?, rows))).collect::<Result<_, FileError>>()?;
     std::thread::scope(|scope| {
         let running: Vec<_> = helpers
             .into_iter()
-            .map(|(other, rows)| scope.spawn(move || upsert.rows_in_open_transaction(other, rows)))
+            .map(|(mut other, rows)| {
+                scope.spawn(move || {
+                    let result = upsert.rows(&mut other, Destination::Staging, rows);
+                    upsert.give_up_if_failed(&result);
+                    result
+                })
+            })
             .collect();
-        conn.transaction::<_, FileError, _>(|conn| {
-            let own = upsert.rows(conn, own_part);
-            upsert.give_up_if_failed(&own);
-            let finished: Vec<_> = running
-                .into_iter()
-                .map(|helper| helper.join().map_err(|_| FileError::WriterPanicked))
-                .collect::<Result<_, _>>()?;
-            // On any error the helpers' connections are dropped uncommitted: closing rolls them back.
-            own?;
-            let mut others: Vec<MysqlConnection> =
-                finished.into_iter().map(|(other, result)| result.map(|()| other)).collect::<Result<_, _>>()?;
-            loads::finish(conn, upsert.load_id, end)?;
-            // The helpers' parts commit first, then this one with the load record: the record never says
-            // `loaded` before every row is visible.
-            for other in &mut others {
-                other.batch_execute("COMMIT")?;
-            }
-            Ok(())
-        })
+        let own = upsert.rows(conn, Destination::Staging, own_part);
+        upsert.give_up_if_failed(&own);
+        let helpers: Vec<Result<(), FileError>> = running
+            .into_iter()
+            .map(|helper| helper.join().map_err(|_| FileError::WriterPanicked))
+            .collect::<Result<_, _>>()?;
+        own?;
+        helpers.into_iter().collect()
     })
+}
+
+/// Where a writer's statements go.
+#[derive(Debug, Clone, Copy)]
+enum Destination {
+    /// Upserted straight into `polls`, with the text this server accepts.
+    Polls(ServerFlavour),
+    /// Inserted into `polls_staging`.
+    Staging,
+}
+
+impl Destination {
+    /// The text before and after the rows.
+    fn statement_ends(self) -> (&'static str, &'static str) {
+        match self {
+            Destination::Polls(flavour) => (UPSERT_PREFIX, upsert_on_duplicate(flavour)),
+            Destination::Staging => (STAGE_PREFIX, ""),
+        }
+    }
 }
 
 /// What the writers of one load share.
@@ -230,9 +291,11 @@ struct Upsert {
 }
 
 impl Upsert {
-    /// Upserts `polls` in statements of about `statement_bytes`, on whatever transaction `conn` has open.
-    fn rows(&self, conn: &mut MysqlConnection, polls: &[Poll]) -> Result<(), FileError> {
-        let mut statement = StatementBuilder::new(UPSERT_PREFIX, UPSERT_ON_DUPLICATE, self.statement_bytes);
+    /// Writes `polls` to `destination` in statements of about `statement_bytes`, on whatever transaction
+    /// `conn` has open (or in autocommit).
+    fn rows(&self, conn: &mut MysqlConnection, destination: Destination, polls: &[Poll]) -> Result<(), FileError> {
+        let (prefix, suffix) = destination.statement_ends();
+        let mut statement = StatementBuilder::new(prefix, suffix, self.statement_bytes);
         let mut rows_in_statement = 0u64;
         for p in polls {
             push_row(statement.begin_row(), p, self.load_id);
@@ -252,18 +315,6 @@ impl Upsert {
         Ok(())
     }
 
-    /// A helper writer's work: its part in a transaction it leaves open for the main writer to commit.
-    fn rows_in_open_transaction(
-        &self,
-        mut conn: MysqlConnection,
-        polls: &[Poll],
-    ) -> (MysqlConnection, Result<(), FileError>) {
-        let result =
-            conn.batch_execute("START TRANSACTION").map_err(FileError::from).and_then(|()| self.rows(&mut conn, polls));
-        self.give_up_if_failed(&result);
-        (conn, result)
-    }
-
     fn give_up_if_failed(&self, result: &Result<(), FileError>) {
         if result.is_err() {
             self.give_up.store(true, Ordering::Relaxed);
@@ -271,7 +322,7 @@ impl Upsert {
     }
 }
 
-/// One row of the upsert, in the column order of [`UPSERT_PREFIX`].
+/// One row, in the column order of [`UPSERT_PREFIX`] and [`STAGE_PREFIX`].
 fn push_row(sql: &mut String, p: &Poll, load_id: u64) {
     push_u64(sql, u64::from(p.store));
     sql.push(',');

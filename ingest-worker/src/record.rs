@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::mysql::MysqlConnection;
+use shared_model::db::ServerFlavour;
 use shared_model::models::loads::{LoadEnd, LoadStatus};
 use uptime_core::input::FileSummary;
 
@@ -24,11 +25,13 @@ pub(crate) struct LoadRun<'a> {
     pub loaded_at: DateTime<Utc>,
     /// Read from the database on first use, then kept for the next files of the run.
     stores: Option<StoreKeys>,
+    /// Asked of the server on first use: the whole run talks to one server.
+    flavour: Option<ServerFlavour>,
 }
 
 impl<'a> LoadRun<'a> {
     pub fn new(settings: &'a Settings, conn: &'a mut MysqlConnection, loaded_at: DateTime<Utc>) -> Self {
-        LoadRun { settings, conn, loaded_at, stores: None }
+        LoadRun { settings, conn, loaded_at, stores: None, flavour: None }
     }
 
     /// The connection and the store keys, reading the keys if this run has not yet.
@@ -39,6 +42,16 @@ impl<'a> LoadRun<'a> {
         };
         let stores = self.stores.insert(stores);
         Ok((&mut *self.conn, stores))
+    }
+
+    /// Which server the run talks to, asking it on first use.
+    pub fn flavour(&mut self) -> Result<ServerFlavour, FileError> {
+        if let Some(flavour) = self.flavour {
+            return Ok(flavour);
+        }
+        let flavour = ServerFlavour::of(self.conn)?;
+        self.flavour = Some(flavour);
+        Ok(flavour)
     }
 
     /// After a failed load the keys may be ahead of the database (a failure half-way): the next file

@@ -97,6 +97,34 @@ impl NamedLock {
     }
 }
 
+/// Which server a connection talks to, where MySQL 8 and MariaDB accept different SQL (the upsert's
+/// reference to the inserted row: MySQL 8 deprecates `VALUES()`, MariaDB rejects the row alias).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerFlavour {
+    MariaDb,
+    /// MySQL 8.0.20 or later (the row alias of `INSERT … VALUES … AS new`).
+    MySql,
+}
+
+#[derive(QueryableByName)]
+struct ServerVersion {
+    #[diesel(sql_type = Text)]
+    version: String,
+}
+
+impl ServerFlavour {
+    /// Asks the server once; a connection keeps its server, so callers keep the answer for the connection.
+    pub fn of(conn: &mut MysqlConnection) -> QueryResult<ServerFlavour> {
+        let answer: ServerVersion = sql_query("SELECT VERSION() AS version").get_result(conn)?;
+        Ok(Self::from_version(&answer.version))
+    }
+
+    /// MariaDB says so in its version (`10.11.6-MariaDB-0+deb12u1`); MySQL's is bare (`8.4.3`).
+    pub fn from_version(version: &str) -> ServerFlavour {
+        if version.to_ascii_lowercase().contains("mariadb") { ServerFlavour::MariaDb } else { ServerFlavour::MySql }
+    }
+}
+
 /// Applies pending migrations; returns the versions applied. Several processes may start at once and
 /// MySQL DDL is not transactional, so a named lock lets one of them migrate while the others wait and
 /// then find nothing to do.
@@ -259,7 +287,15 @@ pub fn drop_database(url: &DatabaseUrl) -> Result<(), DbError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{DatabaseUrl, redact_url};
+    use super::{DatabaseUrl, ServerFlavour, redact_url};
+
+    #[test]
+    fn the_server_flavour_is_read_from_its_version() {
+        assert_eq!(ServerFlavour::from_version("10.11.6-MariaDB-0+deb12u1"), ServerFlavour::MariaDb);
+        assert_eq!(ServerFlavour::from_version("5.5.5-10.11.6-MariaDB"), ServerFlavour::MariaDb);
+        assert_eq!(ServerFlavour::from_version("8.4.3"), ServerFlavour::MySql);
+        assert_eq!(ServerFlavour::from_version("8.0.36-0ubuntu0.22.04.1"), ServerFlavour::MySql);
+    }
 
     #[test]
     fn passwords_never_reach_the_logs() {

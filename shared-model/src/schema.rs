@@ -17,6 +17,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    polls_staging (load_id, store_key, polled_at) {
+        load_id -> Unsigned<Bigint>,
+        store_key -> Unsigned<Integer>,
+        polled_at -> Datetime,
+        active -> Bool,
+    }
+}
+
+diesel::table! {
     loads (load_id) {
         load_id -> Unsigned<Bigint>,
         file_kind -> Varchar,
@@ -108,6 +117,7 @@ diesel::table! {
 diesel::allow_tables_to_appear_in_same_query!(
     stores,
     polls,
+    polls_staging,
     loads,
     snapshots,
     current_snapshots,

@@ -1,28 +1,95 @@
 //! SQL for the `polls` table (owned by the ingest work): one row per (store, instant), with the load that
-//! last inserted it or changed its status.
+//! last inserted it or changed its status, and for `polls_staging`, where a large load is written before
+//! one statement moves it into `polls`.
 //!
 //! The ingest writes polls as large multi-row statements built as text (diesel's batched inserts parse
-//! several times slower on the server); this module owns the text around the rows, so the table and its
-//! columns are spelled only here.
+//! several times slower on the server); this module owns the text around the rows, so the tables and their
+//! columns are spelled only here. Where MySQL 8 and MariaDB differ the text is chosen by
+//! [`ServerFlavour`]: MySQL 8 deprecates `VALUES(col)` in `ON DUPLICATE KEY UPDATE`, MariaDB rejects the
+//! row alias that replaces it.
 
 use diesel::connection::DefaultLoadingMode;
 use diesel::mysql::MysqlConnection;
 use diesel::mysql::data_types::MysqlTime;
 use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Unsigned};
 use uptime_core::input::Poll;
 use uptime_core::time::{MICROS_PER_SECOND, Micros, days_from_civil};
 
-use crate::schema::polls;
+use crate::db::ServerFlavour;
+use crate::schema::{polls, polls_staging};
 
 /// Start of the upsert: each row that follows is `(store_key, 'polled_at', active, load_id)` with `active`
-/// as 0 or 1, rows separated by commas, then [`UPSERT_ON_DUPLICATE`].
+/// as 0 or 1, rows separated by commas, then [`upsert_on_duplicate`].
 pub const UPSERT_PREFIX: &str = "INSERT INTO polls (store_key, polled_at, active, load_id) VALUES ";
+
+/// [`upsert_on_duplicate`] of MariaDB, which MySQL 8 still accepts (with a deprecation warning).
+pub const UPSERT_ON_DUPLICATE: &str = " ON DUPLICATE KEY UPDATE \
+    load_id = IF(polls.active = VALUES(active), polls.load_id, VALUES(load_id)), active = VALUES(active)";
+
+const UPSERT_ON_DUPLICATE_MYSQL: &str = " AS new ON DUPLICATE KEY UPDATE \
+    load_id = IF(polls.active = new.active, polls.load_id, new.load_id), active = new.active";
 
 /// End of the upsert: a row already there takes the new status, and the new `load_id` only if its status
 /// changed, so a reader can fetch what a load changed by `load_id`. MySQL assigns left to right: `load_id`
 /// is decided while `active` still holds the old status.
-pub const UPSERT_ON_DUPLICATE: &str = " ON DUPLICATE KEY UPDATE \
-    load_id = IF(active = VALUES(active), load_id, VALUES(load_id)), active = VALUES(active)";
+pub fn upsert_on_duplicate(flavour: ServerFlavour) -> &'static str {
+    match flavour {
+        ServerFlavour::MariaDb => UPSERT_ON_DUPLICATE,
+        ServerFlavour::MySql => UPSERT_ON_DUPLICATE_MYSQL,
+    }
+}
+
+/// Start of a plain insert into `polls_staging`, rows as after [`UPSERT_PREFIX`] (same columns, same
+/// order), with no end: a load stages each of its polls once.
+pub const STAGE_PREFIX: &str = "INSERT INTO polls_staging (store_key, polled_at, active, load_id) VALUES ";
+
+/// The upsert of one load's staged rows into `polls` (`?` is the load id), with
+/// the `load_id` rule of [`upsert_on_duplicate`]. In key order, which is the staging table's order within
+/// a load, so the server sorts nothing.
+pub fn merge_staged_sql(flavour: ServerFlavour) -> &'static str {
+    match flavour {
+        ServerFlavour::MariaDb => {
+            "INSERT INTO polls (store_key, polled_at, active, load_id) \
+             SELECT store_key, polled_at, active, load_id FROM polls_staging \
+             WHERE load_id = ? ORDER BY store_key, polled_at \
+             ON DUPLICATE KEY UPDATE \
+             load_id = IF(polls.active = VALUES(active), polls.load_id, VALUES(load_id)), active = VALUES(active)"
+        }
+        // MySQL 8.0.19+ lets the update name the columns of a single-table SELECT instead of VALUES().
+        ServerFlavour::MySql => {
+            "INSERT INTO polls (store_key, polled_at, active, load_id) \
+             SELECT s.store_key, s.polled_at, s.active, s.load_id FROM polls_staging AS s \
+             WHERE s.load_id = ? ORDER BY s.store_key, s.polled_at \
+             ON DUPLICATE KEY UPDATE \
+             load_id = IF(polls.active = s.active, polls.load_id, s.load_id), active = s.active"
+        }
+    }
+}
+
+/// Upserts the staged rows of `load_id` into `polls`, on whatever transaction `conn` has open; returns
+/// the server's count of affected rows (1 per row inserted or found unchanged, 2 per row changed).
+pub fn merge_staged(conn: &mut MysqlConnection, flavour: ServerFlavour, load_id: u64) -> QueryResult<usize> {
+    diesel::sql_query(merge_staged_sql(flavour)).bind::<Unsigned<BigInt>, _>(load_id).execute(conn)
+}
+
+/// How many rows `polls_staging` holds.
+pub fn staged_count(conn: &mut MysqlConnection) -> QueryResult<u64> {
+    let n: i64 = polls_staging::table.count().get_result(conn)?;
+    Ok(n.unsigned_abs())
+}
+
+/// Empties `polls_staging`; true if it held rows. Only the holder of the ingest lock may call this (no
+/// other load is staging then). TRUNCATE rather than DELETE: it drops a killed load's million rows at
+/// once, with no undo log; it commits implicitly, so never call it inside a transaction.
+pub fn clear_staging(conn: &mut MysqlConnection) -> QueryResult<bool> {
+    let held = diesel::select(diesel::dsl::exists(polls_staging::table.select(polls_staging::load_id)))
+        .get_result::<bool>(conn)?;
+    if held {
+        diesel::sql_query("TRUNCATE TABLE polls_staging").execute(conn)?;
+    }
+    Ok(held)
+}
 
 /// How many polls the table holds.
 pub fn count(conn: &mut MysqlConnection) -> QueryResult<u64> {
@@ -78,6 +145,34 @@ mod tests {
     use diesel::mysql::data_types::MysqlTimestampType;
 
     use super::*;
+
+    #[test]
+    fn each_server_gets_the_upsert_it_accepts() {
+        assert_eq!(
+            upsert_on_duplicate(ServerFlavour::MySql),
+            " AS new ON DUPLICATE KEY UPDATE load_id = IF(polls.active = new.active, polls.load_id, new.load_id), \
+             active = new.active"
+        );
+        assert_eq!(
+            upsert_on_duplicate(ServerFlavour::MariaDb),
+            " ON DUPLICATE KEY UPDATE load_id = IF(polls.active = VALUES(active), polls.load_id, VALUES(load_id)), \
+             active = VALUES(active)"
+        );
+        assert_eq!(
+            merge_staged_sql(ServerFlavour::MySql),
+            "INSERT INTO polls (store_key, polled_at, active, load_id) SELECT s.store_key, s.polled_at, s.active, \
+             s.load_id FROM polls_staging AS s WHERE s.load_id = ? ORDER BY s.store_key, s.polled_at ON DUPLICATE KEY \
+             UPDATE load_id = IF(polls.active = s.active, polls.load_id, s.load_id), active = s.active"
+        );
+        assert_eq!(
+            merge_staged_sql(ServerFlavour::MariaDb),
+            "INSERT INTO polls (store_key, polled_at, active, load_id) SELECT store_key, polled_at, active, load_id \
+             FROM polls_staging WHERE load_id = ? ORDER BY store_key, polled_at ON DUPLICATE KEY UPDATE \
+             load_id = IF(polls.active = VALUES(active), polls.load_id, VALUES(load_id)), active = VALUES(active)"
+        );
+        assert!(!upsert_on_duplicate(ServerFlavour::MySql).contains("VALUES("), "deprecated in MySQL 8");
+        assert!(!merge_staged_sql(ServerFlavour::MySql).contains("VALUES("), "deprecated in MySQL 8");
+    }
 
     #[test]
     fn mysql_datetimes_convert_like_chrono() {
