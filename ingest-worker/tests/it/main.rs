@@ -3,5 +3,6 @@
 //! own database and data folder (`test_support`).
 
 mod helpers;
+mod limits;
 mod load;
 mod workers;
