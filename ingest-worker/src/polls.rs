@@ -13,8 +13,9 @@
 //! sees none of a load's polls or (but for the instant between those commits) all of them. A failure on
 //! any connection rolls them all back.
 //!
-//! Rows in the database that a new version of the file no longer has are kept: polls are upserted, never
-//! deleted (SPEC §4).
+//! Rows in the database that a new version of the file no longer has are kept: polls are upserted (SPEC
+//! §4). Reading is streamed (`read_polls_from`, from the appended part's offset on that path), and polls
+//! older than the retention window are dropped by the reader; the run deletes expired rows (`load.rs`).
 
 use std::fs::File;
 use std::io::{Read as _, Seek as _, SeekFrom};
