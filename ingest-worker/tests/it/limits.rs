@@ -177,3 +177,43 @@ fn the_retention_delete_goes_in_small_batches_and_keeps_the_boundary() {
         Some(cutoff + 14 * 1_000_000)
     );
 }
+
+#[test]
+fn a_polls_file_of_several_pieces_loads_with_whole_file_line_numbers_and_the_later_row_winning() {
+    const ROWS: usize = 420_000;
+    let db = TestDatabase::new();
+    let folder = basic_folder();
+    let start = Utc.with_ymd_and_hms(2023, 1, 20, 0, 0, 0).single().expect("valid date");
+    let bad = [100_000usize, 200_000, 300_000];
+    let mut text = String::from("store_id,timestamp_utc,status\n");
+    for i in 0..ROWS {
+        let at = (start + chrono::Duration::seconds(i as i64)).format("%Y-%m-%d %H:%M:%S");
+        let status = if bad.contains(&i) {
+            "sleepy"
+        } else if i % 3 == 0 {
+            "inactive"
+        } else {
+            "active"
+        };
+        text.push_str(&format!("store-{:04},{at} UTC,{status}\n", i % 2_000));
+    }
+    // Row 5 again, last in the file and pieces away from the first: it wins.
+    text.push_str("store-0005,2023-01-20 00:00:05 UTC,inactive\n");
+    assert!(text.len() > 2 * uptime_core::input::STREAM_CHUNK_BYTES, "the file spans several pieces");
+    folder.write("store_status.csv", &text);
+    let report = run(&Settings::new(db.url(), &folder.path), loaded_at());
+    assert!(report.succeeded(), "{report:?}");
+
+    let polls_report = file(&report, FileKind::Polls);
+    assert_eq!(
+        (polls_report.rows_read, polls_report.rows_loaded, polls_report.rows_rejected),
+        (ROWS as u64 + 1, (ROWS - bad.len()) as u64, bad.len() as u64)
+    );
+    let summary = polls_report.summary.as_ref().expect("parsed");
+    let lines: Vec<u64> = summary.samples.iter().map(|s| s.line).collect();
+    assert_eq!(lines, bad.map(|i| i as u64 + 2), "line numbers of the whole file");
+    assert_eq!(summary.notes.get("duplicate polls (the later row won)"), Some(&1));
+    let mut conn = db.conn();
+    assert_eq!(count(&mut conn, "polls"), (ROWS - bad.len()) as i64);
+    assert_eq!(count(&mut conn, "polls WHERE polled_at = '2023-01-20 00:00:05' AND active = 0"), 1, "the later row");
+}
