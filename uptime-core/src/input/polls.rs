@@ -111,7 +111,10 @@ pub(crate) fn read_in_pieces<R: Read>(
             // A quote can hide a line end inside a field, so no cut after it is safe: the rest of the file
             // is read by one CSV reader, streaming (the lines before the quote were cut safely).
             let rest = std::io::Cursor::new(std::mem::take(&mut buf)).chain(input);
-            let chunk = parse_chunk(rest, 0, line, read.cols, read.latest_allowed, read.retention_state());
+            let mut chunk = parse_chunk(rest, 0, line, read.cols, read.latest_allowed, read.retention_state());
+            if let Some(source) = chunk.io_error.take() {
+                return Err(unreadable(source));
+            }
             read.absorb(stores, chunk);
             break;
         }
@@ -270,6 +273,8 @@ struct ChunkResult {
     newest: Option<i64>,
     /// Valid polls older than the retention cutoff, not in `polls` (and their stores not interned).
     skipped_as_old: u64,
+    /// The input failed while this chunk was read (only a stream can).
+    io_error: Option<std::io::Error>,
 }
 
 /// Parses rows starting at line `first_line`. With a retention window, a valid poll older than the window
@@ -287,6 +292,7 @@ fn parse_chunk(
     let mut local_ids = Vec::new();
     let mut polls = Vec::with_capacity(expected_rows);
     let mut skipped_as_old = 0u64;
+    let mut io_error = None;
     let mut summary = FileSummary::default();
     let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(chunk);
     let mut record = csv::ByteRecord::new();
@@ -295,6 +301,13 @@ fn parse_chunk(
         match reader.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
+            Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => {
+                // The stream failed, not the row: reading on would fail again (for ever, on a bad disk).
+                if let csv::ErrorKind::Io(source) = e.into_kind() {
+                    io_error = Some(source);
+                }
+                break;
+            }
             Err(_) => {
                 // csv cannot resynchronise after some errors; count the row and carry on with the next.
                 summary.rows_read += 1;
@@ -349,7 +362,7 @@ fn parse_chunk(
         summary.accepted += 1;
         polls.push(Poll { store: key, at, active });
     }
-    ChunkResult { local_ids, polls, summary, newest, skipped_as_old }
+    ChunkResult { local_ids, polls, summary, newest, skipped_as_old, io_error }
 }
 
 /// Orders polls by (store, time) and keeps, of equal (store, time), the row that came last in the file.
@@ -479,6 +492,37 @@ mod streaming_tests {
         let (file, _) = read(text, 16, Some(Retention { window: 14 * day, newest_known: known }));
         assert_eq!(file.polls.len(), 1);
         assert_eq!(file.summary.notes.get(NOTE_OLDER_THAN_RETENTION), Some(&2));
+    }
+
+    /// A disk that fails after a few good bytes.
+    struct Failing<'a>(&'a [u8]);
+
+    impl Read for Failing<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(std::io::Error::other("bad sector"));
+            }
+            let n = self.0.len().min(out.len());
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_stream_that_fails_fails_the_read_instead_of_counting_bad_rows() {
+        let rows = "b,2024-01-01 00:00:00,active\n".repeat(10);
+        // Without a quote the failure meets a refill; after one, the single CSV reader.
+        for text in [
+            format!("store_id,timestamp_utc,status\n{rows}"),
+            format!("store_id,timestamp_utc,status\n\"a\",2024-01-01 00:00:00,active\n{rows}"),
+        ] {
+            let failing = Failing(text.as_bytes());
+            let err = read_in_pieces(Path::new("s.csv"), failing, &mut StoreIds::new(), FAR_FUTURE, None, 64)
+                .expect_err("the read fails");
+            assert!(matches!(err, InputError::Unreadable { .. }), "{err}");
+            assert!(err.to_string().contains("bad sector"), "{err}");
+        }
     }
 
     #[test]
