@@ -11,7 +11,11 @@
 //! - a poll's `load_id` is the load that last inserted it or changed its status (`polls.rs`);
 //! - hours and zones are whole snapshots behind a pointer; a file missing from the folder sets the pointer
 //!   to NULL, i.e. the SPEC §1 defaults (`snapshot.rs`);
-//! - the moment of loading (for the future-poll rule) is the wall clock when the run takes the lock.
+//! - the moment of loading (for the future-poll rule) is the wall clock when the run takes the lock;
+//! - files are checked to be regular and at most `ingest.max_file_bytes` before they are opened, then
+//!   digested and parsed as streams (`load.rs`, `digest.rs`);
+//! - polls older than `ingest.retention_days` before the newest poll are not loaded and are deleted from
+//!   the table on every run, in small batches (`load.rs`).
 
 pub mod digest;
 mod error;

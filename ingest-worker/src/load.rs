@@ -5,6 +5,7 @@
 //! other files are still loaded. An unchanged file (same size and SHA-256 as the last successful load of
 //! its kind) is recorded `unchanged` and not parsed.
 
+use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use diesel::mysql::MysqlConnection;
 use log::{error, info, warn};
 use shared_model::db::{self, NamedLock};
 use shared_model::models::loads::{self, LoadStatus};
-use uptime_core::input::{DataFiles, FileKind, FileSummary, InputError};
+use uptime_core::input::{DataFiles, FileKind, FileSummary, InputError, open_regular};
 
 use crate::digest::FileDigest;
 use crate::error::{FileError, IngestError};
@@ -152,7 +153,17 @@ fn load_file(run: &mut LoadRun<'_>, kind: FileKind, path: &Path) -> Result<FileR
     let mut digest = None;
     let outcome = load_present(run, kind, path, load_id, &mut digest);
     match outcome {
-        Ok(loaded) => {
+        Ok(mut loaded) => {
+            if kind == FileKind::Polls {
+                let deleted = expire_polls(run, load_id)?;
+                if deleted > 0 {
+                    loaded.end.notes = with_note(loaded.end.notes.as_deref(), NOTE_EXPIRED_DELETED, deleted);
+                    loads::finish(run.conn, load_id, &loaded.end)?;
+                    if let Some(summary) = loaded.summary.as_mut() {
+                        summary.note(NOTE_EXPIRED_DELETED, deleted);
+                    }
+                }
+            }
             let report = FileReport::loaded(kind, file_name, load_id, loaded, started);
             info!(
                 "load_id={load_id} {} {}: {} in {:.2} s{}",
@@ -167,11 +178,52 @@ fn load_file(run: &mut LoadRun<'_>, kind: FileKind, path: &Path) -> Result<FileR
         Err(e) => {
             run.forget_store_keys();
             let message = bounded(e.to_string());
-            loads::finish(run.conn, load_id, &end_failed(&message, digest.as_ref()))?;
+            let mut end = end_failed(&message, digest.as_ref());
+            if kind == FileKind::Polls {
+                // What the table already holds still ages, whatever became of this file.
+                let deleted = expire_polls(run, load_id)?;
+                if deleted > 0 {
+                    end.notes = with_note(end.notes.as_deref(), NOTE_EXPIRED_DELETED, deleted);
+                }
+            }
+            loads::finish(run.conn, load_id, &end)?;
             error!("load_id={load_id} {} {file_name}: failed, previous data kept: {message}", kind.as_str());
             Ok(FileReport::failed(kind, file_name, load_id, message, started))
         }
     }
+}
+
+/// The note in the polls load record counting the polls its run deleted for retention.
+pub const NOTE_EXPIRED_DELETED: &str = "polls older than the retention window (deleted from the table)";
+
+/// Deletes the polls older than the retention window before the newest poll of the table. The window
+/// ends at the newest poll rather than the wall clock: the data sets are static (SPEC §2's `now` is the
+/// newest poll), and a report needs the 8 days before that whatever the date is.
+fn expire_polls(run: &mut LoadRun<'_>, load_id: u64) -> Result<u64, IngestError> {
+    let Some(newest) = shared_model::models::polls::newest_polled_at(run.conn)? else { return Ok(0) };
+    let cutoff = newest.saturating_sub(run.settings.retention_micros());
+    let started = Instant::now();
+    let deleted = shared_model::models::polls::delete_polled_before(
+        run.conn,
+        cutoff,
+        shared_model::models::polls::RETENTION_DELETE_BATCH,
+    )?;
+    if deleted > 0 {
+        info!(
+            "load_id={load_id} polls: deleted {deleted} polls older than {} days before the newest poll in {:.2} s",
+            run.settings.ingest.retention_days,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(deleted)
+}
+
+/// A record's notes (a JSON object, or nothing yet) with one more count.
+fn with_note(notes: Option<&str>, what: &str, count: u64) -> Option<String> {
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        notes.and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default();
+    object.insert(what.to_owned(), count.into());
+    json_column(&object)
 }
 
 fn load_present(
@@ -181,11 +233,20 @@ fn load_present(
     load_id: u64,
     digest_out: &mut Option<FileDigest>,
 ) -> Result<LoadedFile, FileError> {
-    let bytes = std::fs::read(path).map_err(|source| InputError::Unreadable { file: path.to_owned(), source })?;
+    let unreadable = |source| InputError::Unreadable { file: path.to_owned(), source };
+    // Checked before opening: a FIFO would block the open, a device might never end.
+    let (mut file, len) = open_regular(path)?;
+    let limit = run.settings.ingest.max_file_bytes;
+    if len > limit {
+        return Err(InputError::TooLarge { file: path.to_owned(), bytes: len, limit }.into());
+    }
     let previous = loads::last_successful(run.conn, kind.as_str())?;
     // Only the polls file is ever appended to, so only its prefix is worth comparing.
     let prefix_len = previous.as_ref().filter(|_| kind == FileKind::Polls).and_then(|p| p.file_bytes);
-    let digest = digest_out.insert(FileDigest::of(&bytes, prefix_len));
+    // Only the `len` bytes seen now: a file still being appended to is read to the same end by the
+    // parse below, and the rest is the next run's appended part.
+    let digest = FileDigest::of_reader((&mut file).take(len), prefix_len).map_err(unreadable)?;
+    let digest = digest_out.insert(digest);
     if let Some(previous) = previous.as_ref().filter(|p| digest.same_as(p.file_bytes, p.file_digest.as_deref())) {
         let mut end = end_now(LoadStatus::Unchanged, Some(digest));
         end.notes =
@@ -195,10 +256,20 @@ fn load_present(
     }
     let digest = digest.clone();
     match kind {
-        FileKind::Polls => polls::load(run, path, &bytes, &digest, previous.as_ref(), load_id),
-        FileKind::Hours => snapshot::load_hours(run, path, &bytes, &digest, load_id),
-        FileKind::Zones => snapshot::load_zones(run, path, &bytes, &digest, load_id),
+        FileKind::Polls => polls::load(run, path, &mut file, &digest, previous.as_ref(), load_id),
+        FileKind::Hours => snapshot::load_hours(run, path, &read_whole(path, &mut file, &digest)?, &digest, load_id),
+        FileKind::Zones => snapshot::load_zones(run, path, &read_whole(path, &mut file, &digest)?, &digest, load_id),
     }
+}
+
+/// The bytes that were digested. Hours and zones are small (a few rows per store) and their loaders
+/// take bytes.
+fn read_whole(path: &Path, file: &mut std::fs::File, digest: &FileDigest) -> Result<Vec<u8>, InputError> {
+    let unreadable = |source| InputError::Unreadable { file: path.to_owned(), source };
+    file.seek(SeekFrom::Start(0)).map_err(unreadable)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(digest.bytes).unwrap_or(0));
+    file.take(digest.bytes).read_to_end(&mut bytes).map_err(unreadable)?;
+    Ok(bytes)
 }
 
 impl FileReport {

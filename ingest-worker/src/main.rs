@@ -16,7 +16,8 @@ usage: ingest-worker [run]   apply migrations, load DATA_DIR now and every inges
        ingest-worker database create | drop | describe | with-suffix <SUFFIX>
                              create DATABASE_URL's database if missing (prints created or exists), drop it,
                              print host=, port=, database= lines, or print the URL of <database>_<SUFFIX>
-settings: DATABASE_URL, DATA_DIR, APP__INGEST_INTERVAL_SECONDS, APP__INGEST_LOCK_WAIT_SECONDS (or config/*.yaml)";
+settings: DATABASE_URL, DATA_DIR, APP__INGEST_INTERVAL_SECONDS, APP__INGEST_LOCK_WAIT_SECONDS,
+          APP__INGEST__MAX_FILE_BYTES, APP__INGEST__RETENTION_DAYS (or config/*.yaml)";
 
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
@@ -77,6 +78,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     let settings: Settings = shared_model::settings::load().context("cannot read the settings")?;
+    settings.validate().map_err(|problem| anyhow::anyhow!("invalid settings: {problem}"))?;
     if let Command::Database(what) = command {
         database(&settings.database.url, what)?;
         return Ok(ExitCode::SUCCESS);

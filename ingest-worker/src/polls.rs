@@ -16,9 +16,12 @@
 //!   `polls` in the transaction that finishes the record. Staged rows are cleared after the load, and
 //!   at the start of the next run if a killed worker left some.
 //!
-//! Rows in the database that a new version of the file no longer has are kept: polls are upserted, never
-//! deleted (SPEC §4).
+//! Rows in the database that a new version of the file no longer has are kept: polls are upserted (SPEC
+//! §4). Reading is streamed (`read_polls_from`, from the appended part's offset on that path), and polls
+//! older than the retention window are dropped by the reader; the run deletes expired rows (`load.rs`).
 
+use std::fs::File;
+use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,7 +34,7 @@ use log::{info, warn};
 use shared_model::db::{self, ServerFlavour};
 use shared_model::models::loads::{self, Load, LoadEnd, LoadStatus};
 use shared_model::models::polls::{self as polls_table, STAGE_PREFIX, UPSERT_PREFIX, upsert_on_duplicate};
-use uptime_core::input::{Poll, PollsFile, StoreIds, read_polls_bytes};
+use uptime_core::input::{InputError, Poll, PollsFile, Retention, StoreIds, read_polls_from};
 
 use crate::digest::FileDigest;
 use crate::error::FileError;
@@ -52,7 +55,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 pub(crate) fn load(
     run: &mut LoadRun<'_>,
     path: &Path,
-    bytes: &[u8],
+    source: &mut File,
     digest: &FileDigest,
     previous: Option<&Load>,
     load_id: u64,
@@ -60,12 +63,21 @@ pub(crate) fn load(
     let loaded_at = run.loaded_at.timestamp_micros();
     let url = run.settings.database.url.clone();
     let flavour = run.flavour()?;
+    let window = run.settings.retention_micros();
     let (conn, stores) = run.conn_and_stores()?;
+    let retention = Retention { window, newest_known: polls_table::newest_polled_at(conn)? };
     let parse_started = Instant::now();
-    let appended = appended_part(bytes, digest, previous);
+    let unreadable = |source| InputError::Unreadable { file: path.to_owned(), source };
+    source.seek(SeekFrom::Start(0)).map_err(unreadable)?;
+    let mut head = Vec::new();
+    source.by_ref().take(HEAD_BYTES.min(digest.bytes)).read_to_end(&mut head).map_err(unreadable)?;
+    let appended = appended_part(&head, digest, previous);
     let mut file = match appended {
-        Some(ref part) => read_appended(path, bytes, part, &mut stores.ids, loaded_at)?,
-        None => read_polls_bytes(path, bytes, &mut stores.ids, loaded_at)?,
+        Some(ref part) => read_appended(path, source, &head, part, digest, &mut stores.ids, loaded_at, retention)?,
+        None => {
+            source.seek(SeekFrom::Start(0)).map_err(unreadable)?;
+            read_polls_from(path, source.by_ref().take(digest.bytes), &mut stores.ids, loaded_at, Some(retention))?
+        }
     };
     let parse_seconds = parse_started.elapsed().as_secs_f64();
     info!(
@@ -90,27 +102,35 @@ pub(crate) fn load(
     Ok(LoadedFile { status: LoadStatus::Loaded, end, summary: Some(file.summary) })
 }
 
-/// Reads only the part of a file that was appended since the last load, with line numbers of the whole
-/// file in the rejected samples.
+/// How much of the file's start is read to find its header row for the appended path; a longer header
+/// goes the whole-file way.
+const HEAD_BYTES: u64 = 64 << 10;
+
+/// Reads only the part of a file that was appended since the last load, streaming from its offset, with
+/// line numbers of the whole file in the rejected samples.
+#[allow(clippy::too_many_arguments)]
 fn read_appended(
     path: &Path,
-    bytes: &[u8],
+    source: &mut File,
+    head: &[u8],
     part: &AppendedPart,
+    digest: &FileDigest,
     ids: &mut StoreIds,
     loaded_at: i64,
+    retention: Retention,
 ) -> Result<PollsFile, FileError> {
-    let mut text = Vec::with_capacity(part.header_end + bytes.len() - part.from);
-    text.extend_from_slice(&bytes[..part.header_end]);
-    text.extend_from_slice(&bytes[part.from..]);
-    let mut file = read_polls_bytes(path, &text, ids, loaded_at)?;
+    source
+        .seek(SeekFrom::Start(part.from))
+        .map_err(|source| InputError::Unreadable { file: path.to_owned(), source })?;
+    let appended = source.by_ref().take(digest.bytes - part.from);
+    let mut file = read_polls_from(path, (&head[..part.header_end]).chain(appended), ids, loaded_at, Some(retention))?;
     if !file.summary.samples.is_empty() {
         // The reader numbered the appended rows from line 2; they start after the loaded lines.
-        let loaded_lines = memchr::memchr_iter(b'\n', &bytes[..part.from]).count() as u64;
         for sample in &mut file.summary.samples {
-            sample.line += loaded_lines - 1;
+            sample.line += digest.prefix_line_ends - 1;
         }
     }
-    file.summary.note("bytes loaded earlier and skipped (the file only grew)", part.from as u64);
+    file.summary.note("bytes loaded earlier and skipped (the file only grew)", part.from);
     Ok(file)
 }
 
@@ -119,27 +139,27 @@ struct AppendedPart {
     /// Where the header row ends (the header is parsed again in front of the appended rows).
     header_end: usize,
     /// Where the appended bytes start: the length of the file at the last successful load.
-    from: usize,
+    from: u64,
 }
 
 /// The appended part, when the file is the last successfully loaded one with rows added at the end.
-fn appended_part(bytes: &[u8], digest: &FileDigest, previous: Option<&Load>) -> Option<AppendedPart> {
+/// `head` is the start of the file (up to [`HEAD_BYTES`]).
+fn appended_part(head: &[u8], digest: &FileDigest, previous: Option<&Load>) -> Option<AppendedPart> {
     let previous = previous?;
     let (len, prefix_digest) = digest.prefix.as_ref()?;
     if previous.file_bytes != Some(*len) || previous.file_digest.as_deref() != Some(prefix_digest.as_str()) {
         return None;
     }
-    let from = usize::try_from(*len).ok()?;
     // A last line without its line end may have been cut while being written: read it again whole.
-    if bytes.get(from.checked_sub(1)?) != Some(&b'\n') {
+    if !digest.prefix_ends_a_line {
         return None;
     }
-    let header_end = memchr::memchr(b'\n', bytes)? + 1;
+    let header_end = memchr::memchr(b'\n', head)? + 1;
     // A quoted header could hold a line end; the whole-file path handles such files.
-    if header_end > from || memchr::memchr(b'"', &bytes[..header_end]).is_some() {
+    if header_end as u64 > *len || memchr::memchr(b'"', &head[..header_end]).is_some() {
         return None;
     }
-    Some(AppendedPart { header_end, from })
+    Some(AppendedPart { header_end, from: *len })
 }
 
 /// Upserts `polls` (sorted by key) and writes the load record, all or nothing.
@@ -405,7 +425,7 @@ mod tests {
         let grown = [OLD, b"b,active,2023-01-01 00:00:01\n"].concat();
         let digest = FileDigest::of(&grown, Some(before.bytes));
         let part = appended_part(&grown, &digest, Some(&load_record(before.bytes, &before.hex)));
-        assert_eq!(part, Some(AppendedPart { header_end: 30, from: OLD.len() }));
+        assert_eq!(part, Some(AppendedPart { header_end: 30, from: OLD.len() as u64 }));
     }
 
     #[test]

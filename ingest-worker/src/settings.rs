@@ -21,7 +21,32 @@ pub struct Settings {
     /// (`APP__INGEST_LOCK_WAIT_SECONDS`).
     #[serde(default = "default_lock_wait_seconds")]
     pub ingest_lock_wait_seconds: u64,
+    /// How files are read and how long polls are kept (`APP__INGEST__…`).
+    #[serde(default)]
+    pub ingest: IngestSettings,
 }
+
+/// The `ingest` section.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct IngestSettings {
+    /// A data file larger than this fails its load, unread (`APP__INGEST__MAX_FILE_BYTES`).
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+    /// Polls older than this many days before the newest poll are not loaded and are deleted from the
+    /// table on each run (`APP__INGEST__RETENTION_DAYS`, at least [`MIN_RETENTION_DAYS`]).
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        IngestSettings { max_file_bytes: default_max_file_bytes(), retention_days: default_retention_days() }
+    }
+}
+
+/// The report looks back 8 days from its `now` (SPEC §2); one day more keeps what a report computed
+/// just before a load needs, whatever the load brought.
+pub const MIN_RETENTION_DAYS: u32 = 9;
 
 impl Settings {
     /// Settings for a database and a folder, everything else at its default (tests, the benchmark).
@@ -31,7 +56,29 @@ impl Settings {
             data_dir: data_dir.into(),
             ingest_interval_seconds: default_interval_seconds(),
             ingest_lock_wait_seconds: default_lock_wait_seconds(),
+            ingest: IngestSettings::default(),
         }
+    }
+
+    /// Refuses settings that would lose data a report needs; the message names the setting and why.
+    pub fn validate(&self) -> Result<(), String> {
+        let days = self.ingest.retention_days;
+        if days < MIN_RETENTION_DAYS {
+            return Err(format!(
+                "ingest.retention_days (APP__INGEST__RETENTION_DAYS) is {days}, but must be at least \
+                 {MIN_RETENTION_DAYS}: reports look back 8 days and would lose polls they need"
+            ));
+        }
+        if self.ingest.max_file_bytes == 0 {
+            return Err("ingest.max_file_bytes (APP__INGEST__MAX_FILE_BYTES) is 0: no file could be loaded".into());
+        }
+        Ok(())
+    }
+
+    /// The retention window in microseconds. Never under [`MIN_RETENTION_DAYS`], even for settings that
+    /// skipped [`Settings::validate`]: a shorter window would delete polls reports need.
+    pub fn retention_micros(&self) -> i64 {
+        i64::from(self.ingest.retention_days.max(MIN_RETENTION_DAYS)) * 86_400 * 1_000_000
     }
 
     pub fn interval(&self) -> Duration {
@@ -51,4 +98,29 @@ fn default_interval_seconds() -> u64 {
 
 fn default_lock_wait_seconds() -> u64 {
     600
+}
+
+fn default_max_file_bytes() -> u64 {
+    4 << 30
+}
+
+fn default_retention_days() -> u32 {
+    14
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retention_under_nine_days_is_refused_with_the_setting_named() {
+        let mut settings = Settings::new("mysql://x", "data");
+        assert_eq!(settings.validate(), Ok(()));
+        assert_eq!((settings.ingest.retention_days, settings.ingest.max_file_bytes), (14, 4 << 30));
+        settings.ingest.retention_days = 9;
+        assert_eq!(settings.validate(), Ok(()));
+        settings.ingest.retention_days = 8;
+        let error = settings.validate().expect_err("8 days is too short");
+        assert!(error.contains("APP__INGEST__RETENTION_DAYS") && error.contains("at least 9"), "{error}");
+    }
 }

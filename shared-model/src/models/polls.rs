@@ -98,6 +98,46 @@ pub fn count(conn: &mut MysqlConnection) -> QueryResult<u64> {
     Ok(n.unsigned_abs())
 }
 
+// ---- Retention: how long polls are kept (the ingest's `retention_days`) ----
+
+/// Rows one retention DELETE removes at most: each statement holds its row locks for milliseconds, so
+/// neither a load nor a report's read ever waits long behind it.
+pub const RETENTION_DELETE_BATCH: u64 = 10_000;
+
+#[derive(QueryableByName)]
+struct Newest {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Datetime>)]
+    at: Option<chrono::NaiveDateTime>,
+}
+
+/// The newest poll's instant (µs since the epoch), read from the end of the `polled_at` index.
+pub fn newest_polled_at(conn: &mut MysqlConnection) -> QueryResult<Option<Micros>> {
+    let newest: Newest = diesel::sql_query("SELECT MAX(polled_at) AS at FROM polls").get_result(conn)?;
+    Ok(newest.at.map(|at| at.and_utc().timestamp_micros()))
+}
+
+/// Deletes every poll before `cutoff` (µs since the epoch; a poll exactly at it stays), oldest first, in
+/// statements of at most `batch` rows that each commit on their own (autocommit), walking the
+/// `polled_at` index so none scans the table. Returns how many were deleted.
+pub fn delete_polled_before(conn: &mut MysqlConnection, cutoff: Micros, batch: u64) -> QueryResult<u64> {
+    let Some(cutoff) = chrono::DateTime::from_timestamp_micros(cutoff).map(|at| at.naive_utc()) else {
+        return Ok(0);
+    };
+    let mut deleted = 0u64;
+    loop {
+        let n = diesel::sql_query("DELETE FROM polls WHERE polled_at < ? ORDER BY polled_at LIMIT ?")
+            .bind::<diesel::sql_types::Datetime, _>(cutoff)
+            .bind::<diesel::sql_types::Unsigned<diesel::sql_types::BigInt>, _>(batch.max(1))
+            .execute(conn)? as u64;
+        deleted += n;
+        if n < batch.max(1) {
+            return Ok(deleted);
+        }
+    }
+}
+
+// ---- Reads ----
+
 /// Every poll, in primary-key order, which is the engine's (store, at) order. Plain columns: converting
 /// the DATETIME on the client is cheaper than any SQL expression for it (measured: TIMESTAMPDIFF adds
 /// 0.1–0.25 s of server time per 1.9 M rows). No COUNT(*) to size the vector: it costs a fifth of the

@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use polls::{read_polls, read_polls_bytes};
+pub use polls::{
+    NOTE_OLDER_THAN_RETENTION, Retention, STREAM_CHUNK_BYTES, read_polls, read_polls_bytes, read_polls_from,
+};
 pub use tables::{read_hours, read_hours_bytes, read_zones, read_zones_bytes};
 
 /// How many rejected lines a summary keeps, per file, as examples for a person.
@@ -186,10 +188,35 @@ impl fmt::Display for FileSummary {
 pub enum InputError {
     NoFolder(PathBuf),
     NoPollsFile(PathBuf),
-    Ambiguous { folder: PathBuf, kind: FileKind, names: Vec<String> },
-    Unreadable { file: PathBuf, source: std::io::Error },
-    MissingColumn { file: PathBuf, column: String, header: String },
-    BadHeader { file: PathBuf, problem: String },
+    Ambiguous {
+        folder: PathBuf,
+        kind: FileKind,
+        names: Vec<String>,
+    },
+    Unreadable {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    /// A FIFO, a device, a directory… named like a data file: opening it could block for ever.
+    NotAFile {
+        file: PathBuf,
+        kind: &'static str,
+    },
+    /// Larger than the configured limit (the ingest's `max_file_bytes`).
+    TooLarge {
+        file: PathBuf,
+        bytes: u64,
+        limit: u64,
+    },
+    MissingColumn {
+        file: PathBuf,
+        column: String,
+        header: String,
+    },
+    BadHeader {
+        file: PathBuf,
+        problem: String,
+    },
 }
 
 impl fmt::Display for InputError {
@@ -203,6 +230,14 @@ impl fmt::Display for InputError {
                 write!(f, "{}: {} files match, keep one: {}", folder.display(), kind.as_str(), names.join(", "))
             }
             InputError::Unreadable { file, source } => write!(f, "{}: cannot read: {source}", file.display()),
+            InputError::NotAFile { file, kind } => {
+                write!(f, "{}: not a regular file but {kind}; not read", file.display())
+            }
+            InputError::TooLarge { file, bytes, limit } => write!(
+                f,
+                "{}: {bytes} bytes, over the limit of {limit} bytes (ingest.max_file_bytes); not read",
+                file.display()
+            ),
             InputError::MissingColumn { file, column, header } => {
                 write!(f, "{}: missing required column {column:?} (header: {header})", file.display())
             }
@@ -239,11 +274,10 @@ impl DataFiles {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => InputError::NoFolder(folder.to_owned()),
             _ => InputError::Unreadable { file: folder.to_owned(), source: e },
         })?;
-        let mut names: Vec<String> = entries
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()))
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
+        // Every entry counts, whatever its type: a FIFO or a folder named like a data file is picked and
+        // then refused by `open_regular`, so it fails its load instead of passing for a missing file.
+        let mut names: Vec<String> =
+            entries.filter_map(Result::ok).filter_map(|e| e.file_name().into_string().ok()).collect();
         names.sort();
         let pick = |kind: FileKind, exact: &[&str], prefix: &str| -> Result<Option<PathBuf>, InputError> {
             if let Some(name) = exact.iter().find(|n| names.iter().any(|m| m == *n)) {
@@ -485,8 +519,46 @@ pub(crate) fn joined(record: &csv::ByteRecord) -> Vec<u8> {
     record.iter().collect::<Vec<_>>().join(&b',')
 }
 
+/// Opens a data file after checking (through symlinks) that it is a regular file, and returns it with
+/// its length. Opening a FIFO for reading blocks until a writer comes, and a device may never end: both
+/// are refused before `open`.
+pub fn open_regular(path: &Path) -> Result<(std::fs::File, u64), InputError> {
+    let unreadable = |source| InputError::Unreadable { file: path.to_owned(), source };
+    let not_a_file = |t: std::fs::FileType| InputError::NotAFile { file: path.to_owned(), kind: file_type_name(t) };
+    let metadata = std::fs::metadata(path).map_err(unreadable)?;
+    if !metadata.is_file() {
+        return Err(not_a_file(metadata.file_type()));
+    }
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    // The entry may have been replaced between the two calls; the handle is what gets read.
+    let metadata = file.metadata().map_err(unreadable)?;
+    if !metadata.is_file() {
+        return Err(not_a_file(metadata.file_type()));
+    }
+    Ok((file, metadata.len()))
+}
+
+fn file_type_name(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "an entry of another kind"
+    }
+}
+
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, InputError> {
-    std::fs::read(path).map_err(|source| InputError::Unreadable { file: path.to_owned(), source })
+    use std::io::Read as _;
+    let (mut file, len) = open_regular(path)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.read_to_end(&mut bytes).map_err(|source| InputError::Unreadable { file: path.to_owned(), source })?;
+    Ok(bytes)
 }
 
 pub(crate) fn display_name(path: &Path) -> String {

@@ -1,0 +1,1 @@
+DROP INDEX polls_polled_at ON polls;
