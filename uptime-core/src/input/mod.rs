@@ -510,8 +510,12 @@ pub fn is_safe_store_id(id: &str) -> bool {
 /// next record; the record itself starts after all of those. `data` is what the csv reader reads.
 pub(crate) fn record_start_line(data: &[u8], position: &csv::Position) -> u64 {
     let rest = usize::try_from(position.byte()).ok().and_then(|at| data.get(at..)).unwrap_or_default();
-    let skipped = rest.iter().take_while(|b| matches!(b, b'\r' | b'\n')).filter(|&&b| b == b'\n').count();
-    position.line() + skipped as u64
+    position.line() + line_ends_leading(rest)
+}
+
+/// How many line ends the run of CR and LF bytes that `rest` begins with holds.
+pub(crate) fn line_ends_leading(rest: &[u8]) -> u64 {
+    rest.iter().take_while(|b| matches!(b, b'\r' | b'\n')).filter(|&&b| b == b'\n').count() as u64
 }
 
 /// A record as its fields joined by commas, to show a malformed row as it was written.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::{
     FUTURE_TOLERANCE_MICROS, FileKind, FileSummary, InputError, Poll, PollsFile, RejectReason, StoreIds,
-    column_positions, display_name, open_regular, parse, store_id, trim,
+    column_positions, display_name, line_ends_leading, open_regular, parse, record_start_line, store_id, trim,
 };
 
 /// Below this size one thread reads faster than two can start.
@@ -110,7 +110,7 @@ pub(crate) fn read_in_pieces<R: Read>(
         if memchr::memchr(b'"', &buf[..cut]).is_some() {
             // A quote can hide a line end inside a field, so no cut after it is safe: the rest of the file
             // is read by one CSV reader, streaming (the lines before the quote were cut safely).
-            let rest = std::io::Cursor::new(std::mem::take(&mut buf)).chain(input);
+            let rest = RecentBytes::new(std::io::Cursor::new(std::mem::take(&mut buf)).chain(input));
             let mut chunk = parse_chunk(rest, 0, line, read.cols, read.latest_allowed, read.retention_state());
             if let Some(source) = chunk.io_error.take() {
                 return Err(unreadable(source));
@@ -185,7 +185,9 @@ impl StreamedPolls {
                 .iter()
                 .zip(&starts)
                 .map(|(piece, &start)| {
-                    scope.spawn(move || parse_chunk(*piece, piece.len() / 56, start, cols, latest_allowed, retention))
+                    scope.spawn(move || {
+                        parse_chunk(WholePiece::new(piece), piece.len() / 56, start, cols, latest_allowed, retention)
+                    })
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
@@ -277,10 +279,84 @@ struct ChunkResult {
     io_error: Option<std::io::Error>,
 }
 
+/// What a chunk's reader knows of the bytes it gave to csv, to number a record by the line it starts on:
+/// csv's position of a record is where the previous one ended, before the `\n` of a CRLF end and before
+/// the empty lines it skips (see [`record_start_line`]). Line numbers are 1-based within the chunk.
+trait RecordLines {
+    fn start_line(&self, position: &csv::Position) -> u64;
+}
+
+/// A piece held whole in memory: every byte is at hand.
+struct WholePiece<'a> {
+    data: &'a [u8],
+    read: usize,
+}
+
+impl<'a> WholePiece<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Self { data, read: 0 }
+    }
+}
+
+impl Read for WholePiece<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = (&self.data[self.read..]).read(out)?;
+        self.read += n;
+        Ok(n)
+    }
+}
+
+impl RecordLines for WholePiece<'_> {
+    fn start_line(&self, position: &csv::Position) -> u64 {
+        record_start_line(self.data, position)
+    }
+}
+
+/// A stream that keeps the last bytes it gave out (csv reads ahead by its buffer, 8 KiB, so a record
+/// shorter than the window still has its start in it); beyond the window a record is numbered by csv's
+/// position alone, which is at most the count of the CR/LF-only lines before it early.
+struct RecentBytes<R> {
+    inner: R,
+    /// The stream's bytes from offset `kept_from` on, up to what has been read.
+    kept: Vec<u8>,
+    kept_from: u64,
+}
+
+impl<R> RecentBytes<R> {
+    const WINDOW: usize = 64 * 1024;
+
+    fn new(inner: R) -> Self {
+        Self { inner, kept: Vec::with_capacity(2 * Self::WINDOW), kept_from: 0 }
+    }
+}
+
+impl<R: Read> Read for RecentBytes<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(out)?;
+        if self.kept.len() + n > 2 * Self::WINDOW {
+            let drop = (self.kept.len() + n).saturating_sub(Self::WINDOW).min(self.kept.len());
+            self.kept.drain(..drop);
+            self.kept_from += drop as u64;
+        }
+        self.kept.extend_from_slice(&out[..n]);
+        Ok(n)
+    }
+}
+
+impl<R> RecordLines for RecentBytes<R> {
+    fn start_line(&self, position: &csv::Position) -> u64 {
+        let Some(at) = position.byte().checked_sub(self.kept_from) else {
+            return position.line();
+        };
+        let rest = usize::try_from(at).ok().and_then(|at| self.kept.get(at..)).unwrap_or_default();
+        position.line() + line_ends_leading(rest)
+    }
+}
+
 /// Parses rows starting at line `first_line`. With a retention window, a valid poll older than the window
 /// before the newest poll seen (`newest` at the start, then this chunk's) is counted and dropped.
 fn parse_chunk(
-    chunk: impl Read,
+    chunk: impl Read + RecordLines,
     expected_rows: usize,
     first_line: u64,
     cols: [usize; 3],
@@ -297,7 +373,7 @@ fn parse_chunk(
     let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(chunk);
     let mut record = csv::ByteRecord::new();
     loop {
-        let line = first_line + reader.position().line() - 1;
+        let before = reader.position().clone();
         match reader.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
@@ -311,11 +387,12 @@ fn parse_chunk(
             Err(_) => {
                 // csv cannot resynchronise after some errors; count the row and carry on with the next.
                 summary.rows_read += 1;
+                let line = first_line + reader.get_ref().start_line(&before) - 1;
                 summary.reject(line, RejectReason::MalformedRow, b"");
                 continue;
             }
         }
-        let line = first_line + record.position().map_or(1, |p| p.line()) - 1;
+        let line = first_line + reader.get_ref().start_line(record.position().unwrap_or(&before)) - 1;
         summary.rows_read += 1;
         let (Some(store), Some(time), Some(status)) = (record.get(c_store), record.get(c_time), record.get(c_status))
         else {

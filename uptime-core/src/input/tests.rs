@@ -252,14 +252,25 @@ fn hours_and_zones_reject_unsafe_ids_with_the_same_rule_and_number_crlf_lines_ri
     assert_eq!(stores.len(), 2, "no unsafe id was interned");
 }
 
-/// The polls reader numbers a row after a CRLF end or an empty line a line early, like the hours and
-/// zones readers did before `record_start_line`. Left to the polls reader's streaming rework (another
-/// branch rewrites `read_polls`); run with `--ignored` to see it.
+/// A row after CRLF ends and empty lines is numbered by the line it starts on, whether the polls are cut
+/// into pieces or (after a quote) streamed through one CSV reader.
 #[test]
-#[ignore = "the polls reader numbers rows after CRLF ends and empty lines a line early"]
 fn polls_number_lines_after_crlf_ends_and_empty_lines() {
     let file = polls("store_id,timestamp_utc,status\r\na,2024-01-01 00:00:00,open\r\n\r\nb,bad,active\r\n");
     assert_eq!(seen(&file.summary), vec![(2, RejectReason::BadStatus), (4, RejectReason::BadTimestamp)]);
+
+    let quoted = polls(
+        "store_id,timestamp_utc,status\r\n\"a\",2024-01-01 00:00:00,open\r\n\r\n\r\nb,bad,active\r\n\"c\nd\",x,y\r\ne,bad,active\n",
+    );
+    assert_eq!(
+        seen(&quoted.summary),
+        vec![
+            (2, RejectReason::BadStatus),
+            (5, RejectReason::BadTimestamp),
+            (6, RejectReason::UnsafeStoreId),
+            (8, RejectReason::BadTimestamp)
+        ]
+    );
 }
 
 #[test]
