@@ -14,6 +14,7 @@ use diesel::mysql::MysqlConnection;
 use log::{error, info, warn};
 use shared_model::db::{self, NamedLock};
 use shared_model::models::loads::{self, LoadStatus};
+use shared_model::models::polls as polls_table;
 use uptime_core::input::{DataFiles, FileKind, FileSummary, InputError, open_regular};
 
 use crate::digest::FileDigest;
@@ -200,14 +201,17 @@ pub const NOTE_EXPIRED_DELETED: &str = "polls older than the retention window (d
 /// ends at the newest poll rather than the wall clock: the data sets are static (SPEC §2's `now` is the
 /// newest poll), and a report needs the 8 days before that whatever the date is.
 fn expire_polls(run: &mut LoadRun<'_>, load_id: u64) -> Result<u64, IngestError> {
-    let Some(newest) = shared_model::models::polls::newest_polled_at(run.conn)? else { return Ok(0) };
+    let Some(newest) = polls_table::newest_polled_at(run.conn)? else { return Ok(0) };
     let cutoff = newest.saturating_sub(run.settings.retention_micros());
     let started = Instant::now();
-    let deleted = shared_model::models::polls::delete_polled_before(
-        run.conn,
-        cutoff,
-        shared_model::models::polls::RETENTION_DELETE_BATCH,
-    )?;
+    // Whole days go at once; only the cutoff's own day (or, if the DDL cannot run now, every old day)
+    // is deleted row by row.
+    let dropped = polls_table::drop_day_partitions_before(run.conn, cutoff, polls::DDL_LOCK_WAIT_SECONDS)
+        .unwrap_or_else(|e| {
+            warn!("load_id={load_id} polls: cannot drop expired day partitions now ({e}); deleting row by row");
+            0
+        });
+    let deleted = dropped + polls_table::delete_polled_before(run.conn, cutoff, polls_table::RETENTION_DELETE_BATCH)?;
     if deleted > 0 {
         info!(
             "load_id={load_id} polls: deleted {deleted} polls older than {} days before the newest poll in {:.2} s",

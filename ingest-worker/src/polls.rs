@@ -35,6 +35,7 @@ use shared_model::db::{self, ServerFlavour};
 use shared_model::models::loads::{self, Load, LoadEnd, LoadStatus};
 use shared_model::models::polls::{self as polls_table, STAGE_PREFIX, UPSERT_PREFIX, upsert_on_duplicate};
 use uptime_core::input::{InputError, Poll, PollsFile, Retention, StoreIds, read_polls_from};
+use uptime_core::time::DAY;
 
 use crate::digest::FileDigest;
 use crate::error::FileError;
@@ -98,8 +99,27 @@ pub(crate) fn load(
     }
 
     let end = end_loaded(digest, &file.summary, polls.len() as u64);
+    make_room(conn, &polls, load_id);
     write(conn, &url, flavour, &polls, load_id, &end)?;
     Ok(LoadedFile { status: LoadStatus::Loaded, end, summary: Some(file.summary) })
+}
+
+/// How long the ingest's DDL on `polls` waits for running reads of it (a report's read takes seconds).
+pub(crate) const DDL_LOCK_WAIT_SECONDS: u32 = 30;
+
+/// Adds the day partitions the polls about to be written need (and a few days ahead), before the load's
+/// transaction: DDL commits. Without them the polls land in `p_future`, which only costs speed (the next
+/// run splits them off), so a failure here is logged, not fatal.
+fn make_room(conn: &mut MysqlConnection, polls: &[Poll], load_id: u64) {
+    let (Some(first), Some(last)) = (polls.iter().map(|p| p.at).min(), polls.iter().map(|p| p.at).max()) else {
+        return;
+    };
+    let (first, last) = (first.div_euclid(DAY), last.div_euclid(DAY) + polls_table::PARTITION_DAYS_AHEAD);
+    match polls_table::add_day_partitions(conn, first, last, DDL_LOCK_WAIT_SECONDS) {
+        Ok(0) => {}
+        Ok(added) => info!("load_id={load_id} polls: added {added} day partitions"),
+        Err(e) => warn!("load_id={load_id} polls: cannot add day partitions now ({e}); the polls go to p_future"),
+    }
 }
 
 /// How much of the file's start is read to find its header row for the appended path; a longer header

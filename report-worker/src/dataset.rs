@@ -93,7 +93,7 @@ pub struct RefreshStats {
 pub fn refresh(cache: &mut Option<Arc<Dataset>>, conn: &mut MysqlConnection) -> Result<RefreshStats, DatasetError> {
     let started = Instant::now();
     let version = read_version(conn)?;
-    let window_start = polls::latest_polled_at(conn)?.map(|now| now - LOOKBACK);
+    let window_start = polls::newest_polled_at(conn)?.map(|now| now - LOOKBACK);
     let mut stats = RefreshStats::default();
     match cache {
         None => {

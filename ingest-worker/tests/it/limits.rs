@@ -127,6 +127,15 @@ fn polls_past_the_retention_window_are_skipped_then_deleted_at_the_exact_boundar
         ]
         .map(|(s, t)| (s.to_owned(), t.to_owned()))
     );
+    // One partition per day from the oldest poll kept to two days past the newest.
+    let days = |conn: &mut diesel::MysqlConnection| {
+        let days = shared_model::models::polls::day_partitions(conn).expect("partitions");
+        days.iter().map(|&d| uptime_core::time::civil_from_days(d)).collect::<Vec<_>>()
+    };
+    let first_days = days(&mut conn);
+    assert_eq!(first_days.first(), Some(&(2023, 1, 11)));
+    assert_eq!(first_days.last(), Some(&(2023, 1, 27)));
+    assert_eq!(first_days.len(), 17, "{first_days:?}");
     let first_notes = notes(&db, &report);
     assert_eq!(first_notes.get(NOTE_OLDER_THAN_RETENTION), Some(&2), "{first_notes:?}");
     assert_eq!(first_notes.get(NOTE_EXPIRED_DELETED), None, "nothing in the table was old yet");
@@ -146,7 +155,11 @@ fn polls_past_the_retention_window_are_skipped_then_deleted_at_the_exact_boundar
             .map(|(s, t)| (s.to_owned(), t.to_owned()))
     );
     let second_notes = notes(&db, &report);
+    // One of the two went with its whole day's partition, the other row by row from the cutoff's day.
     assert_eq!(second_notes.get(NOTE_EXPIRED_DELETED), Some(&2), "{second_notes:?}");
+    let second_days = days(&mut conn);
+    assert_eq!(second_days.first(), Some(&(2023, 1, 12)), "the 11th's partition is gone");
+    assert_eq!(second_days.last(), Some(&(2023, 1, 28)), "the 28th's was added for the new newest day");
     assert!(second_notes.contains_key("bytes loaded earlier and skipped (the file only grew)"), "{second_notes:?}");
 
     // An unchanged file still ages nothing further, and says so by saying nothing.
