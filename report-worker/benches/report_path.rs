@@ -44,8 +44,11 @@ fn main() -> anyhow::Result<()> {
     print_phases("handler, warm", &warm);
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let settings =
-        Settings { database: DatabaseSettings { url, pool_size: 8 }, amqp, worker: WorkerSettings::default() };
+    let settings = Settings {
+        database: DatabaseSettings { url, pool_size: 8, read_url: None },
+        amqp,
+        worker: WorkerSettings::default(),
+    };
     let result = runtime.block_on(through_the_queue(&settings, &pool));
     runtime.block_on(async {
         if let Ok(conn) = Connection::connect(&settings.amqp.url, ConnectionProperties::default()).await

@@ -46,7 +46,16 @@ const RETRY_DELAY_MAX: Duration = Duration::from_secs(60);
 /// Connects to MySQL (migrating it) and runs [`consume`] until `shutdown` resolves.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let pool = open_database(&settings).await?;
-    let handler = Arc::new(JobHandler::new(pool.clone(), settings.worker.clone(), settings.amqp.delivery_limit));
+    let mut handler = JobHandler::new(pool.clone(), settings.worker.clone(), settings.amqp.delivery_limit);
+    if let Some(read_url) = settings.database.read_url.clone() {
+        let size = settings.database.pool_size.max(u32::from(settings.worker.prefetch) + 1);
+        log::info!("reading the report inputs from the replica {}", db::redact_url(&read_url));
+        let replica = tokio::task::spawn_blocking(move || db::pool(&read_url, size))
+            .await
+            .context("the MySQL start-up task panicked")??;
+        handler = handler.reading_from(replica);
+    }
+    let handler = Arc::new(handler);
     consume(&settings, handler, pool, shutdown).await
 }
 

@@ -23,11 +23,15 @@ use shared_model::messages::ReportJob;
 use shared_model::models::reports::{
     self, FinishedReport, ReportStatus, StartOutcome, StoreError, Stored, is_valid_report_id, store_complete,
 };
+use shared_model::models::versions;
 use uptime_core::engine::{self, Inputs, Progress};
 
 use crate::dataset::{self, Dataset, DatasetError, IngestVersion, RefreshStats};
 use crate::packet;
 use crate::settings::WorkerSettings;
+
+/// How often a job waiting for a lagging read replica looks again.
+const REPLICA_POLL: Duration = Duration::from_millis(200);
 
 /// A job message as the broker delivered it.
 #[derive(Debug, Clone, Copy)]
@@ -132,6 +136,8 @@ impl From<StoreError> for JobError {
 /// Runs jobs against one database. Keeps the last dataset it read, so the next job fetches only changes.
 pub struct JobHandler {
     pool: DbPool,
+    /// Where the inputs are read: a read replica of `pool`'s primary, or `None` for the primary itself.
+    replica: Option<DbPool>,
     settings: WorkerSettings,
     /// `x-delivery-limit` of the job queue: a delivery with this many earlier ones is the last.
     delivery_limit: u32,
@@ -147,12 +153,19 @@ impl JobHandler {
     pub fn new(pool: DbPool, settings: WorkerSettings, delivery_limit: u32) -> Self {
         Self {
             pool,
+            replica: None,
             settings,
             delivery_limit,
             cache: Mutex::new(None),
             observer: None,
             lowered_for_packet: AtomicU64::new(0),
         }
+    }
+
+    /// Reads the inputs from `replica` (a read replica of the primary this handler writes reports to).
+    pub fn reading_from(mut self, replica: DbPool) -> Self {
+        self.replica = Some(replica);
+        self
     }
 
     /// Tells `observer` of the progress of every report this handler computes, from the engine's threads
@@ -269,7 +282,14 @@ impl JobHandler {
             StartOutcome::Started { .. } => {}
         }
 
-        let (data, stats) = self.read_dataset(&mut conn)?;
+        let (data, stats) = match &self.replica {
+            None => self.read_dataset(&mut conn)?,
+            Some(replica) => {
+                let mut replica_conn = replica.get()?;
+                self.wait_for_replica(&mut conn, &mut replica_conn, report_id)?;
+                self.read_dataset(&mut replica_conn)?
+            }
+        };
         log_refresh(report_id, &stats, data.version);
         let read = started.elapsed();
 
@@ -318,6 +338,35 @@ impl JobHandler {
             );
         }
         Ok(capped)
+    }
+
+    /// Waits (up to `worker.replica_wait_ms`) until the replica holds every load the report was triggered
+    /// on, so a lagging replica never gives a report older data than its `data_version` says. Newer data
+    /// is fine: the primary could have moved on too.
+    fn wait_for_replica(
+        &self,
+        primary: &mut MysqlConnection,
+        replica: &mut MysqlConnection,
+        report_id: &str,
+    ) -> Result<(), JobError> {
+        let Some(wanted) = reports::find(primary, report_id)?.and_then(|r| r.data_version()) else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + Duration::from_millis(self.settings.replica_wait_ms);
+        loop {
+            let seen = versions::current(replica)?;
+            if seen.settled_load_id >= wanted.settled_load_id {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(JobError::Retryable(format!(
+                    "the read replica has not caught up with the data of the report (it has the loads up to {}, \
+                     the report needs {})",
+                    seen.settled_load_id, wanted.settled_load_id
+                )));
+            }
+            std::thread::sleep(REPLICA_POLL);
+        }
     }
 
     /// Brings the kept dataset up to date inside one consistent-snapshot transaction and hands out a

@@ -40,6 +40,9 @@ pub struct WorkerSettings {
     /// Tries of the failed-marker per dead-lettered job; then the copy is dropped with an error log (the
     /// dead-letter queue still holds the job), so a permanent database error cannot loop forever.
     pub marker_max_attempts: u32,
+    /// With a read replica (`database.read_url`): how long a job waits for the replica to hold the data
+    /// its report was triggered on before it goes back to the queue.
+    pub replica_wait_ms: u64,
 }
 
 impl Default for WorkerSettings {
@@ -52,6 +55,7 @@ impl Default for WorkerSettings {
             retry_delay_ms: 1_000,
             marker_retry_delay_ms: 5_000,
             marker_max_attempts: 60,
+            replica_wait_ms: 30_000,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Settings in layers (the `config` crate): built-in defaults, then `config/base.yaml`, then
 //! `config/$APP_ENVIRONMENT.yaml` (both optional; the folder is `$APP_CONFIG_DIR` or `./config`), then
 //! environment variables `APP__SECTION__KEY`, and last the names every operator tries first:
-//! `DATABASE_URL`, `AMQP_URL`, `BIND_ADDR`, `DATA_DIR`.
+//! `DATABASE_URL`, `DATABASE_READ_URL`, `AMQP_URL`, `BIND_ADDR`, `DATA_DIR`.
 //!
 //! Each binary deserialises its own struct from the result; tests build the struct directly.
 
@@ -14,11 +14,15 @@ pub struct DatabaseSettings {
     pub url: String,
     #[serde(default = "default_pool_size")]
     pub pool_size: u32,
+    /// A read replica of `url` (env `DATABASE_READ_URL`): the report workers read their inputs there and
+    /// write reports to `url`. `None`: everything on `url`.
+    #[serde(default)]
+    pub read_url: Option<String>,
 }
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        Self { url: default_database_url(), pool_size: default_pool_size() }
+        Self { url: default_database_url(), pool_size: default_pool_size(), read_url: None }
     }
 }
 
@@ -102,8 +106,13 @@ fn default_delivery_limit() -> u32 {
 }
 
 /// Environment variables that override one setting each, by their usual names.
-const PLAIN_OVERRIDES: &[(&str, &str)] =
-    &[("DATABASE_URL", "database.url"), ("AMQP_URL", "amqp.url"), ("BIND_ADDR", "bind_addr"), ("DATA_DIR", "data_dir")];
+const PLAIN_OVERRIDES: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database.url"),
+    ("DATABASE_READ_URL", "database.read_url"),
+    ("AMQP_URL", "amqp.url"),
+    ("BIND_ADDR", "bind_addr"),
+    ("DATA_DIR", "data_dir"),
+];
 
 /// Loads settings of type `T` from the layers described above.
 pub fn load<T: DeserializeOwned>() -> Result<T, config::ConfigError> {

@@ -67,7 +67,7 @@ impl TestDatabase {
 
     /// The settings a service takes to use this database.
     pub fn settings(&self) -> DatabaseSettings {
-        DatabaseSettings { url: self.url.clone(), pool_size: POOL_SIZE }
+        DatabaseSettings { url: self.url.clone(), pool_size: POOL_SIZE, read_url: None }
     }
 }
 

@@ -56,7 +56,7 @@ async fn load_fixture(app: &TestApp) -> CliReport {
 /// A report worker in-process on the test's database and queues, as `report-worker run` would be.
 fn start_worker(app: &TestApp) -> InProcessWorker {
     InProcessWorker::start(report_worker::settings::Settings {
-        database: DatabaseSettings { url: app.settings.database.url.clone(), pool_size: 4 },
+        database: DatabaseSettings { pool_size: 4, ..app.settings.database.clone() },
         amqp: app.topology.amqp.clone(),
         worker: WorkerSettings::default(),
     })

@@ -77,7 +77,7 @@ async fn a_failed_report_expires_too() {
 
 fn start_worker(app: &TestApp) -> InProcessWorker {
     InProcessWorker::start(report_worker::settings::Settings {
-        database: DatabaseSettings { url: app.settings.database.url.clone(), pool_size: 4 },
+        database: DatabaseSettings { pool_size: 4, ..app.settings.database.clone() },
         amqp: app.topology.amqp.clone(),
         worker: WorkerSettings::default(),
     })

@@ -543,3 +543,59 @@ fn a_job_naming_an_impossible_report_id_is_acknowledged_without_any_sql() {
     conn.batch_execute("RENAME TABLE reports_gone TO reports").expect("repair the schema");
     assert_eq!(report_row(&mut conn, &report_id).status, "Running");
 }
+
+/// A report of the data version the primary sees now, as the gateway's trigger creates it.
+fn trigger(conn: &mut MysqlConnection) -> String {
+    let id = test_support::new_report_id();
+    let now = chrono::Utc::now().naive_utc();
+    let created = reports::create_or_share(conn, &id, now, now).expect("create");
+    assert_eq!(created, reports::Created::NeedsJob);
+    id
+}
+
+#[test]
+fn with_a_read_replica_the_inputs_come_from_it_and_the_report_goes_to_the_primary() {
+    let (primary, replica) = (TestDatabase::new(), TestDatabase::new());
+    let (mut primary_conn, mut replica_conn) = (primary.conn(), replica.conn());
+    // Both hold the same loads; the primary's polls are then gone, so a report read there would be empty.
+    seed_folder(&mut primary_conn, &fixture("worker-mix"));
+    let data = seed_folder(&mut replica_conn, &fixture("worker-mix"));
+    primary_conn.batch_execute("DELETE FROM polls").expect("empty the primary's polls");
+    let report_id = trigger(&mut primary_conn);
+
+    let handler = handler(&primary, WorkerSettings::default()).reading_from(replica.pool().clone());
+    let outcome = deliver(&handler, &report_id);
+    assert!(matches!(outcome, Outcome::Completed { stores: 7, .. }), "{outcome:?}");
+    assert_eq!(stored_csv(&primary, &report_id), data.expected_csv(), "computed from the replica's polls");
+    assert_eq!(report_row(&mut primary_conn, &report_id).status, "Complete");
+    assert!(reports::find(&mut replica_conn, &report_id).expect("query").is_none(), "nothing written to the replica");
+}
+
+#[test]
+fn a_replica_behind_the_reports_data_is_waited_for_then_the_job_goes_back_to_the_queue() {
+    let (primary, replica) = (TestDatabase::new(), TestDatabase::new());
+    let (mut primary_conn, mut replica_conn) = (primary.conn(), replica.conn());
+    seed_folder(&mut primary_conn, &fixture("worker-mix"));
+    let data = seed_folder(&mut replica_conn, &fixture("worker-mix"));
+    // The primary has finished one more load than the replica has replayed.
+    let newer = insert_load(&mut primary_conn, "polls", "running");
+    finish_load(&mut primary_conn, newer);
+    let report_id = trigger(&mut primary_conn);
+
+    let settings = WorkerSettings { replica_wait_ms: 300, ..WorkerSettings::default() };
+    let handler = handler(&primary, settings).reading_from(replica.pool().clone());
+    let started = Instant::now();
+    let outcome = deliver(&handler, &report_id);
+    let Outcome::Retry { reason, .. } = &outcome else { panic!("expected Retry, got {outcome:?}") };
+    assert!(reason.contains("read replica has not caught up"), "{reason}");
+    assert!(started.elapsed() >= Duration::from_millis(300), "it waited for the replica first");
+    assert_eq!(report_row(&mut primary_conn, &report_id).status, "Running");
+
+    // Once the replica has the load, the next delivery completes the report.
+    let replayed = insert_load(&mut replica_conn, "polls", "running");
+    assert_eq!(replayed, newer, "the replica replays the same load");
+    finish_load(&mut replica_conn, replayed);
+    let outcome = deliver(&handler, &report_id);
+    assert!(matches!(outcome, Outcome::Completed { .. }), "{outcome:?}");
+    assert_eq!(stored_csv(&primary, &report_id), data.expected_csv());
+}
