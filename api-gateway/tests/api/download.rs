@@ -3,9 +3,9 @@ use shared_model::models::reports;
 use crate::helpers::{new_report_id, sample_csv, spawn_app_with};
 
 #[tokio::test]
-async fn a_complete_report_downloads_as_a_csv_attachment_read_in_batches_of_chunks() {
-    // 2,000 stores in 1 KiB chunks, 3 chunks per query: the download takes dozens of queries.
-    let app = spawn_app_with(|s| s.gateway.download_chunks_per_query = 3).await;
+async fn a_complete_report_downloads_as_a_private_csv_attachment_read_one_chunk_per_query() {
+    // 2,000 stores in 1 KiB chunks, one chunk per query: the download takes dozens of queries.
+    let app = spawn_app_with(|_| {}).await;
     let report_id = new_report_id();
     let csv = sample_csv(2_000);
     app.insert_complete(&report_id, &csv, 2_000, 1024);
@@ -17,6 +17,8 @@ async fn a_complete_report_downloads_as_a_csv_attachment_read_in_batches_of_chun
     assert!(headers["content-type"].to_str().expect("ascii").starts_with("text/csv"));
     assert_eq!(headers["content-disposition"], format!("attachment; filename=\"report-{report_id}.csv\""));
     assert_eq!(headers["content-length"], csv.len().to_string());
+    assert_eq!(headers["cache-control"], "private, no-store");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(response.bytes().await.expect("body").as_ref(), csv.as_slice());
 }
 
