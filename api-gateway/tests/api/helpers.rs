@@ -55,6 +55,21 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// The error a gateway with the test's settings, changed by `customize`, refuses to start with.
+pub async fn start_error(customize: impl FnOnce(&mut Settings)) -> String {
+    init_logging();
+    let database = TestDatabase::new();
+    let topology = TestTopology::new();
+    let tokens = TestTokens::new();
+    let mut settings = test_settings(&database, &topology, &tokens);
+    customize(&mut settings);
+    let listener = std::net::TcpListener::bind(&settings.bind_addr).expect("bind port 0");
+    match Application::build_with_listener(settings, listener).await {
+        Ok(_) => panic!("the gateway started"),
+        Err(error) => format!("{error:#}"),
+    }
+}
+
 /// A gateway with the test's settings, changed by `customize` first.
 pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     init_logging();
@@ -156,6 +171,23 @@ impl TestApp {
             "hours_snapshot": version.hours_snapshot,
             "zones_snapshot": version.zones_snapshot,
         })
+    }
+
+    /// How many report rows the database holds.
+    pub fn report_rows(&self) -> i64 {
+        use diesel::prelude::*;
+        shared_model::schema::reports::table.count().get_result(&mut self.conn()).expect("count reports")
+    }
+
+    /// A new settled polls load: the data changed, so the next trigger cannot share an earlier report.
+    pub fn record_polls_load(&self) {
+        use diesel::RunQueryDsl as _;
+        diesel::sql_query(
+            "INSERT INTO loads (file_kind, file_name, status, started_at, finished_at, rows_read, rows_loaded, rows_rejected) \
+             VALUES ('polls', 'store_status.csv', 'loaded', NOW(6), NOW(6), 1, 1, 0)",
+        )
+        .execute(&mut self.conn())
+        .expect("insert a load record");
     }
 
     pub fn report(&self, report_id: &str) -> reports::Report {
