@@ -218,15 +218,12 @@ fn bearer_token(request: &HttpRequest) -> Result<&str, ApiError> {
     Ok(token)
 }
 
+/// What [`require`]'s middleware answers: the route's own response, or the refusal.
+pub type Checked<B> = std::pin::Pin<Box<dyn Future<Output = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>>>>;
+
 /// Middleware of a resource that needs `role`: 401 without a valid token, 403 with one of a lower role;
 /// otherwise the [`Caller`] goes into the request's extensions.
-pub fn require<B: MessageBody + 'static>(
-    role: Role,
-) -> impl Fn(
-    ServiceRequest,
-    Next<B>,
-) -> std::pin::Pin<Box<dyn Future<Output = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>>>>
-+ Clone {
+pub fn require<B: MessageBody + 'static>(role: Role) -> impl Fn(ServiceRequest, Next<B>) -> Checked<B> + Clone {
     move |request: ServiceRequest, next: Next<B>| {
         Box::pin(async move {
             let checked = match request.app_data::<web::Data<Authenticator>>() {
