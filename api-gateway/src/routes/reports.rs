@@ -132,13 +132,15 @@ async fn trigger_report(
     Ok(triggered(&report_id))
 }
 
-/// What a trigger's body may ask for (SPEC §3). Read for now: `unknown_after_minutes` (accepted, not yet
-/// used).
+/// What a trigger's body may ask for (SPEC §3): `unknown_after_minutes` (1 to 1440) is checked, not yet
+/// used by the report.
 #[derive(Debug, Default, Deserialize)]
 pub struct TriggerOptions {
-    #[allow(dead_code)]
-    pub unknown_after_minutes: Option<serde_json::Value>,
+    pub unknown_after_minutes: Option<u32>,
 }
+
+/// SPEC §2b: the gap horizon is 1 to 1440 minutes.
+const UNKNOWN_AFTER_MINUTES: std::ops::RangeInclusive<u32> = 1..=1440;
 
 /// The body rule of a trigger: none at all, or a JSON object sent as `application/json` (so no form of
 /// another site can post one). 400 otherwise.
@@ -162,7 +164,12 @@ fn trigger_options(request: &HttpRequest, body: &[u8]) -> Result<TriggerOptions,
     if !value.is_object() {
         return Err(ApiError::BadRequest("the request body must be a JSON object, such as {}".into()));
     }
-    serde_json::from_value(value).map_err(|e| ApiError::BadRequest(format!("the request body is not valid: {e}")))
+    let options: TriggerOptions = serde_json::from_value(value)
+        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid: {e}")))?;
+    if options.unknown_after_minutes.is_some_and(|minutes| !UNKNOWN_AFTER_MINUTES.contains(&minutes)) {
+        return Err(ApiError::BadRequest("unknown_after_minutes must be a whole number from 1 to 1440".into()));
+    }
+    Ok(options)
 }
 
 /// The trigger's answer. A sharer of a Complete report answers Running too, as SPEC §3 has it: its first

@@ -152,6 +152,9 @@ async fn a_trigger_body_must_be_a_json_object_sent_as_json() {
         (Some("application/json"), "[1, 2]"),
         (Some("application/json"), "{\"unknown_after_minutes\": "),
         (Some("application/json"), "60"),
+        (Some("application/json"), "{\"unknown_after_minutes\": 1441}"),
+        (Some("application/json"), "{\"unknown_after_minutes\": 0}"),
+        (Some("application/json"), "{\"unknown_after_minutes\": \"60\"}"),
     ] {
         let response = post(content_type, body).await.expect("request");
         assert_eq!(response.status(), 400, "{content_type:?} {body:?}");
