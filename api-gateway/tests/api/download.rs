@@ -59,3 +59,23 @@ async fn an_unknown_report_cannot_be_downloaded_404() {
     let body: serde_json::Value = response.json().await.expect("json");
     assert!(body["error"].is_string());
 }
+
+#[tokio::test]
+async fn a_download_whose_stored_chunk_is_missing_is_cut_short_rather_than_completed() {
+    use diesel::prelude::*;
+    use shared_model::schema::report_chunks;
+    let app = spawn_app_with(|_| {}).await;
+    let report_id = new_report_id();
+    let csv = sample_csv(200);
+    app.insert_complete(&report_id, &csv, 200, 1024);
+    diesel::delete(
+        report_chunks::table.filter(report_chunks::report_id.eq(&report_id)).filter(report_chunks::seq.eq(3)),
+    )
+    .execute(&mut app.conn())
+    .expect("lose a chunk");
+
+    let response = app.get(&format!("/download/{report_id}")).await;
+
+    assert_eq!(response.status(), 200, "the first chunk was there");
+    assert!(response.bytes().await.is_err(), "the client sees a cut download, not a shorter report");
+}
