@@ -172,3 +172,32 @@ async fn a_trigger_body_must_be_a_json_object_sent_as_json() {
         assert_eq!(response.status(), 202, "{content_type:?} {body:?}");
     }
 }
+
+#[tokio::test]
+async fn token_new_prints_a_token_and_the_line_that_lets_it_in_with_its_role() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_api-gateway"))
+        .args(["token", "new", "--role", "reporter", "--name", "deploy-script"])
+        .output()
+        .expect("run api-gateway token new");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).expect("utf-8");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "exactly two lines: {stdout:?}");
+    let (token, line) = (lines[0], lines[1]);
+    assert_eq!(line, test_support::tokens_line("reporter", token, "deploy-script"));
+
+    let folder = test_support::TempDir::new();
+    let file = folder.write("tokens", &format!("{line}\n"));
+    let app = spawn_app_with(|s| s.auth.tokens_file = Some(file.clone())).await;
+    let trigger = app.anonymous.post(format!("{}/trigger_report", app.address)).bearer_auth(token).send();
+    assert_eq!(trigger.await.expect("request").status(), 202);
+    let metrics = app.anonymous.get(format!("{}/metrics", app.address)).bearer_auth(token).send();
+    assert_eq!(metrics.await.expect("request").status(), 403, "a reporter is no admin");
+
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_api-gateway"))
+        .args(["token", "new", "--role", "root"])
+        .output()
+        .expect("run api-gateway token new");
+    assert!(!refused.status.success() && refused.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("unknown role"));
+}
