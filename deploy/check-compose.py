@@ -117,6 +117,17 @@ for name, service in services.items():
         if host.startswith("./"):
             check((ROOT / host).exists(), f"{name}: mounts {host}, which does not exist")
 
+# --- the gateway's tokens come from a Docker secret, and auth is not switched off ---
+gateway = services.get("api-gateway", {})
+gateway_env = gateway.get("environment") or {}
+tokens_file = str(gateway_env.get("APP__AUTH__TOKENS_FILE", ""))
+check(tokens_file.startswith("/run/secrets/"), "api-gateway: APP__AUTH__TOKENS_FILE is not a Docker secret (/run/secrets/…)")
+secret_name = tokens_file.rsplit("/", 1)[-1]
+gateway_secrets = [s if isinstance(s, str) else s.get("source") for s in gateway.get("secrets", []) or []]
+check(secret_name in gateway_secrets, f"api-gateway: does not mount the secret {secret_name!r} its tokens file names")
+check(secret_name in (compose.get("secrets") or {}), f"the secret {secret_name!r} is not defined at the top level")
+check(str(gateway_env.get("APP__AUTH__DISABLED", "false")).lower() != "true", "api-gateway: auth is disabled")
+
 for note in notes:
     print(f"note: {note}")
 if problems:

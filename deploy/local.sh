@@ -167,7 +167,13 @@ start_failed() {
   done
 }
 
-BIND_ADDR=127.0.0.1:$PORT start api-gateway "$bin/api-gateway"
+# A token for this run: only its SHA-256 goes into the tokens file the gateway reads.
+token_lines=$("$bin/api-gateway" token new --role admin --name local-run) || die "cannot make an API token"
+api_token=$(sed -n 1p <<<"$token_lines")
+(umask 077 && sed -n 2p <<<"$token_lines" >"$run_dir/tokens")
+auth=(-H "Authorization: Bearer $api_token")
+
+APP__AUTH__TOKENS_FILE=$run_dir/tokens BIND_ADDR=127.0.0.1:$PORT start api-gateway "$bin/api-gateway"
 start ingest-worker "$bin/ingest-worker"
 for i in $(seq 1 "$REPORT_WORKERS"); do
   start "report-worker-$i" "$bin/report-worker" run
@@ -186,14 +192,16 @@ cat <<TXT
 
 Restaurant Monitor is running (logs in $run_dir/).
   API:            $api   (OpenAPI: $api/openapi.json, metrics: $api/metrics)
+  API token:      $api_token   (admin, this run only; its digest is in $run_dir/tokens)
   RabbitMQ UI:    http://$amqp_host:15672   (user $amqp_user, the password of AMQP_URL)
   Report workers: $REPORT_WORKERS
   Data:           $DATA_DIR   (loaded now and every hour)
 
 Try:
-  id=\$(curl -s -X POST $api/trigger_report | python3 -c 'import json,sys; print(json.load(sys.stdin)["report_id"])')
-  curl -s $api/get_report/\$id
-  curl -sOJ $api/download/\$id        # saves report-\$id.csv once the report is Complete
+  token=$api_token
+  id=\$(curl -s -X POST -H "Authorization: Bearer \$token" $api/trigger_report | python3 -c 'import json,sys; print(json.load(sys.stdin)["report_id"])')
+  curl -s -H "Authorization: Bearer \$token" $api/get_report/\$id
+  curl -sOJ -H "Authorization: Bearer \$token" $api/download/\$id        # saves report-\$id.csv once the report is Complete
 
 TXT
 
@@ -201,12 +209,12 @@ json_field() { python3 -c 'import json, sys; print(json.load(sys.stdin).get(sys.
 
 if $smoke; then
   started=$EPOCHREALTIME
-  id=$(curl -fsS -X POST "$api/trigger_report" | json_field report_id)
+  id=$(curl -fsS "${auth[@]}" -X POST "$api/trigger_report" | json_field report_id)
   [ -n "$id" ] || die "POST /trigger_report gave no report_id"
   say "triggered report $id"
   deadline=$((SECONDS + 300))
   while :; do
-    answer=$(curl -fsS "$api/get_report/$id")
+    answer=$(curl -fsS "${auth[@]}" "$api/get_report/$id")
     status=$(json_field status <<<"$answer")
     [ "$status" = Running ] || break
     start_failed
@@ -216,7 +224,7 @@ if $smoke; then
   [ "$status" = Complete ] || die "report $id ended $status: $answer"
   say "report $id Complete in $(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }') s: $answer"
   download_url=$(json_field download_url <<<"$answer")
-  curl -fsS "$download_url" -o "$run_dir/report.csv"
+  curl -fsS "${auth[@]}" "$download_url" -o "$run_dir/report.csv"
   say "downloaded $download_url: $(($(wc -l <"$run_dir/report.csv") - 1)) stores; first lines:"
   head -4 "$run_dir/report.csv"
   # The service's report must equal the offline CLI's on the same files.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use shared_model::models::reports::{self, Chunking, FinishedReport};
 use shared_model::settings::AmqpSettings;
-use test_support::{TestDatabase, TestTopology, sample_csv};
+use test_support::{TestDatabase, TestTokens, TestTopology, sample_csv};
 
 const TARGET_REQUESTS_PER_SECOND: f64 = 5_000.0;
 const TARGET_P99_MS: f64 = 10.0;
@@ -31,6 +31,8 @@ fn main() -> anyhow::Result<()> {
     let scratch = TestDatabase::with_prefix("rm_bench_");
     let topology = TestTopology::new();
     let amqp = topology.amqp.clone();
+    // A reader's token, as a polling client would send.
+    let tokens = TestTokens::new();
 
     let report_id = nanoid::nanoid!();
     {
@@ -50,11 +52,11 @@ fn main() -> anyhow::Result<()> {
     for (label, cache_entries) in
         [("cache of completed reports on (default)", "100000"), ("cache off: MySQL per request", "0")]
     {
-        let gateway = Gateway::start(scratch.url(), &amqp, cache_entries)?;
+        let gateway = Gateway::start(scratch.url(), &amqp, cache_entries, &tokens)?;
         let url = format!("http://127.0.0.1:{}/get_report/{report_id}", gateway.port);
         // Warm the connections and the cache before measuring.
-        run_wrk(&wrk, &url, 2)?;
-        let output = run_wrk(&wrk, &url, seconds)?;
+        run_wrk(&wrk, &url, 2, &tokens.reader)?;
+        let output = run_wrk(&wrk, &url, seconds, &tokens.reader)?;
         drop(gateway);
         let figures = Figures::parse(&output).ok_or_else(|| anyhow::anyhow!("cannot read wrk's output:\n{output}"))?;
         println!("\n== {label}\n{output}");
@@ -84,9 +86,17 @@ fn which(program: &str) -> Option<String> {
         .find(|path| std::path::Path::new(path).is_file())
 }
 
-fn run_wrk(wrk: &str, url: &str, seconds: u32) -> anyhow::Result<String> {
+fn run_wrk(wrk: &str, url: &str, seconds: u32, token: &str) -> anyhow::Result<String> {
     let output = Command::new(wrk)
-        .args(["-t2", "-c64", &format!("-d{seconds}s"), "--latency", url])
+        .args([
+            "-t2",
+            "-c64",
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            url,
+        ])
         .stderr(Stdio::inherit())
         .output()?;
     anyhow::ensure!(output.status.success(), "wrk failed: {}", output.status);
@@ -143,7 +153,12 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn start(database_url: &str, amqp: &AmqpSettings, cache_entries: &str) -> anyhow::Result<Gateway> {
+    fn start(
+        database_url: &str,
+        amqp: &AmqpSettings,
+        cache_entries: &str,
+        tokens: &TestTokens,
+    ) -> anyhow::Result<Gateway> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let child = Command::new(env!("CARGO_BIN_EXE_api-gateway"))
             .env("BIND_ADDR", format!("127.0.0.1:{port}"))
@@ -154,6 +169,7 @@ impl Gateway {
             .env("APP__AMQP__DEAD_LETTER_EXCHANGE", &amqp.dead_letter_exchange)
             .env("APP__AMQP__DEAD_LETTER_QUEUE", &amqp.dead_letter_queue)
             .env("APP__GATEWAY__COMPLETED_CACHE_ENTRIES", cache_entries)
+            .env("APP__AUTH__TOKENS_FILE", &tokens.file)
             .env("APP_CONFIG_DIR", "/nonexistent")
             .env("RUST_LOG", "warn")
             .spawn()?;

@@ -26,6 +26,18 @@ pub enum ApiError {
     NotComplete { report_id: String, body: serde_json::Value },
     #[error("the request body is larger than the {0} bytes this API accepts")]
     PayloadTooLarge(usize),
+    /// No token, or one the gateway does not know (answered with `WWW-Authenticate: Bearer`).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A known token whose role is too low for the route.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Admission control refused the request; try again after `retry_after_s` seconds.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after_s: u64 },
+    /// The gateway is at a limit of its own (concurrent downloads); try again after `retry_after_s`.
+    #[error("{message}")]
+    Busy { message: String, retry_after_s: u64 },
     #[error("the database is unavailable; try again shortly")]
     DatabaseUnavailable(#[source] anyhow::Error),
     #[error("an internal error occurred; it has been logged")]
@@ -86,6 +98,10 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotComplete { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -102,8 +118,18 @@ impl ResponseError for ApiError {
             ApiError::NotComplete { body, .. } => HttpResponse::Conflict().json(body),
             _ => json_error(self.status_code(), &self.to_string()),
         };
-        if let ApiError::MethodNotAllowed { allowed, .. } = self {
-            response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allowed));
+        let headers = response.headers_mut();
+        match self {
+            ApiError::MethodNotAllowed { allowed, .. } => {
+                headers.insert(header::ALLOW, header::HeaderValue::from_static(allowed));
+            }
+            ApiError::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            }
+            ApiError::TooManyRequests { retry_after_s, .. } | ApiError::Busy { retry_after_s, .. } => {
+                headers.insert(header::RETRY_AFTER, header::HeaderValue::from(*retry_after_s));
+            }
+            _ => {}
         }
         response
     }

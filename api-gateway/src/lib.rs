@@ -1,6 +1,8 @@
 //! The HTTP API of SPEC §3: trigger a report, watch it, download it. A library so tests (and other
 //! crates' end-to-end tests) can run the gateway in-process on port 0.
 
+pub mod admission;
+pub mod auth;
 pub mod cache;
 pub mod db;
 pub mod error;

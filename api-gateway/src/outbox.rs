@@ -134,7 +134,7 @@ impl OutboxRelay {
             let id = report.report_id.clone();
             if report.redeliveries >= self.settings.delivery_limit {
                 let reason = format!(
-                    "the report's job was lost {} times (no worker started it or its worker stopped for more than                      {} s each time); trigger a new report",
+                    "the report's job was lost {} times (no worker started it or its worker stopped for more than {} s each time); trigger a new report",
                     report.redeliveries + 1,
                     self.settings.stale_after.num_seconds()
                 );

@@ -20,6 +20,8 @@ pub struct Settings {
     pub gateway: GatewaySettings,
     #[serde(default)]
     pub reports: ReportsSettings,
+    #[serde(default)]
+    pub auth: AuthSettings,
 }
 
 impl Default for Settings {
@@ -30,6 +32,7 @@ impl Default for Settings {
             amqp: AmqpSettings::default(),
             gateway: GatewaySettings::default(),
             reports: ReportsSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -59,8 +62,9 @@ pub struct GatewaySettings {
     pub relay_batch: u32,
     /// Largest request body accepted (the API reads none; larger ones get 413).
     pub max_body_bytes: usize,
-    /// Chunks of a report's CSV read per query while streaming a download (each chunk ~1 MiB).
-    pub download_chunks_per_query: u32,
+    /// Downloads (CSV answers) this gateway streams at once; one more gets 503 with `Retry-After`. Each
+    /// holds one stored chunk (~1 MiB) in memory at a time and a MySQL connection only while it reads one.
+    pub max_concurrent_downloads: usize,
     /// Completed reports whose status is kept in memory (they never change); 0 turns the cache off.
     pub completed_cache_entries: usize,
     /// How long `/readyz` waits for MySQL and RabbitMQ.
@@ -80,7 +84,7 @@ impl Default for GatewaySettings {
             relay_grace_ms: 5_000,
             relay_batch: 100,
             max_body_bytes: 64 * 1024,
-            download_chunks_per_query: 4,
+            max_concurrent_downloads: 32,
             completed_cache_entries: 100_000,
             readiness_timeout_ms: 2_000,
             shutdown_timeout_s: 30,
@@ -100,11 +104,42 @@ pub struct ReportsSettings {
     pub stale_after_seconds: u64,
     /// Reports the sweep handles per query (expired CSVs, stale jobs).
     pub sweep_batch: u32,
+    /// Reports waiting for a worker (Running, with a job of their own that no worker has started), over
+    /// all clients, beyond which a trigger that needs a job gets 429. A trigger that shares a computation
+    /// needs no worker and is not refused by it.
+    pub max_pending: u64,
 }
 
 impl Default for ReportsSettings {
     fn default() -> Self {
-        Self { retention_seconds: 7 * 24 * 3600, stale_after_seconds: 120, sweep_batch: 50 }
+        Self { retention_seconds: 7 * 24 * 3600, stale_after_seconds: 120, sweep_batch: 50, max_pending: 100 }
+    }
+}
+
+/// Who may call the API (`APP__AUTH__…`), and how often a client may trigger.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct AuthSettings {
+    /// The tokens file: lines `<role> <sha256 lowercase hex> [<name>]` (see `auth.rs`).
+    pub tokens_file: Option<std::path::PathBuf>,
+    /// Serve without tokens (everybody is an admin); logged as a warning at start. For local experiments.
+    pub disabled: bool,
+    /// Triggers one token may make in any 60 seconds (per gateway process); more get 429.
+    pub triggers_per_minute: u32,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self { tokens_file: None, disabled: false, triggers_per_minute: 30 }
+    }
+}
+
+impl AuthSettings {
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.triggers_per_minute == 0 {
+            return Err(SettingsError::ZeroAuth("triggers_per_minute"));
+        }
+        Ok(())
     }
 }
 
@@ -114,6 +149,7 @@ impl ReportsSettings {
             ("retention_seconds", self.retention_seconds),
             ("stale_after_seconds", self.stale_after_seconds),
             ("sweep_batch", u64::from(self.sweep_batch)),
+            ("max_pending", self.max_pending),
         ] {
             if value == 0 {
                 return Err(SettingsError::ZeroReports(name));
@@ -149,6 +185,8 @@ pub enum SettingsError {
          would publish again jobs whose trigger is still waiting for the broker"
     )]
     GraceShorterThanPublish { grace: u64, timeout: u64 },
+    #[error("auth.{0} must be at least 1")]
+    ZeroAuth(&'static str),
     #[error("gateway.{0} must be at least 1")]
     Zero(&'static str),
     #[error("gateway.public_base_url must start with http:// or https:// (got {0:?})")]
@@ -162,7 +200,7 @@ impl GatewaySettings {
             ("amqp_connect_timeout_ms", self.amqp_connect_timeout_ms),
             ("relay_interval_ms", self.relay_interval_ms),
             ("relay_batch", u64::from(self.relay_batch)),
-            ("download_chunks_per_query", u64::from(self.download_chunks_per_query)),
+            ("max_concurrent_downloads", self.max_concurrent_downloads as u64),
             ("readiness_timeout_ms", self.readiness_timeout_ms),
         ] {
             if value == 0 {

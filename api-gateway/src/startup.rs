@@ -5,18 +5,21 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::dev::Server;
-use actix_web::middleware::Logger;
+use actix_web::http::header;
+use actix_web::middleware::{DefaultHeaders, Logger};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use shared_model::db::{self, DbPool};
 use shared_model::settings::DatabaseSettings;
 
+use crate::admission::{DownloadSlots, TriggerLimiter};
+use crate::auth::Authenticator;
 use crate::cache::CompletedReports;
 use crate::error::{ApiError, json_error_bodies, unknown_route};
 use crate::outbox::{OutboxRelay, RelaySettings};
 use crate::publisher::JobPublisher;
 use crate::routes;
-use crate::settings::{GatewaySettings, Settings};
+use crate::settings::{AuthSettings, GatewaySettings, Settings};
 use crate::state::AppState;
 
 pub struct Application {
@@ -39,6 +42,8 @@ impl Application {
     pub async fn build_with_listener(settings: Settings, listener: TcpListener) -> anyhow::Result<Application> {
         settings.gateway.validate()?;
         settings.reports.validate()?;
+        settings.auth.validate()?;
+        let authenticator = authenticator(&settings.auth)?;
         let pool = open_database(&settings.database).await?;
         let completed = Arc::new(CompletedReports::new(settings.gateway.completed_cache_entries));
         let (publisher, relay) = publisher_and_relay(&settings, &pool);
@@ -50,9 +55,12 @@ impl Application {
             completed,
             settings: settings.gateway.clone(),
             reports: settings.reports.clone(),
+            auth: settings.auth.clone(),
+            triggers: Arc::new(TriggerLimiter::new(settings.auth.triggers_per_minute)),
+            downloads: DownloadSlots::new(settings.gateway.max_concurrent_downloads),
         };
         let workers = http_workers(&settings.gateway);
-        let server = http_server(state, listener, workers, &settings)?;
+        let server = http_server(state, authenticator, listener, workers, &settings)?;
         log::info!(
             "api-gateway on port {port}: {workers} workers, {} MySQL connections, database {}, RabbitMQ {}",
             settings.database.pool_size.max(1),
@@ -86,6 +94,27 @@ impl Application {
         self.publisher.close().await;
         served
     }
+}
+
+/// The tokens of `auth.tokens_file`; without one the gateway does not start, unless `auth.disabled`.
+fn authenticator(settings: &AuthSettings) -> anyhow::Result<Authenticator> {
+    if settings.disabled {
+        log::warn!(
+            "auth.disabled is set: every caller may trigger reports, read them and read /metrics without a token; \
+             never run it so where others can reach it"
+        );
+        return Ok(Authenticator::disabled());
+    }
+    let Some(path) = &settings.tokens_file else {
+        anyhow::bail!(
+            "no tokens file: set auth.tokens_file (APP__AUTH__TOKENS_FILE) to a file of `<role> <sha256> [<name>]` lines \
+             (make one with `api-gateway token new --role reporter`), or auth.disabled: true (APP__AUTH__DISABLED=true) \
+             to serve without tokens"
+        );
+    };
+    let authenticator = Authenticator::from_file(path)?;
+    log::info!("{} API tokens from {}", authenticator.token_count(), path.display());
+    Ok(authenticator)
 }
 
 /// Migrations, then the pool, whose first connection is opened here: both block, so neither runs on the
@@ -132,16 +161,26 @@ fn http_workers(settings: &GatewaySettings) -> usize {
 
 /// The HTTP server on `listener`, not yet polled. Its signal handling is off: the caller's shutdown
 /// future decides when it stops (see [`serve_until`]).
-fn http_server(state: AppState, listener: TcpListener, workers: usize, settings: &Settings) -> anyhow::Result<Server> {
+fn http_server(
+    state: AppState,
+    authenticator: Authenticator,
+    listener: TcpListener,
+    workers: usize,
+    settings: &Settings,
+) -> anyhow::Result<Server> {
     // Each worker has its own blocking pool; together they hold at least one thread per pooled
     // connection, so no connection sits idle while a query waits for a thread.
     let blocking_threads_per_worker = (settings.database.pool_size.max(1) as usize).div_ceil(workers).max(1);
     let state = web::Data::new(state);
+    let authenticator = web::Data::new(authenticator);
     let server = HttpServer::new(move || {
         App::new()
             .wrap(json_error_bodies())
+            // Outside the error rewriting, so every answer carries it; no CORS header is ever sent.
+            .wrap(DefaultHeaders::new().add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")))
             .wrap(Logger::new("%a \"%r\" %s %b %Dms"))
             .app_data(state.clone())
+            .app_data(authenticator.clone())
             .app_data(web::QueryConfig::default().error_handler(|error, _| {
                 ApiError::BadRequest(format!("the query string is not valid: {error}")).into()
             }))

@@ -359,18 +359,17 @@ fn dead_letter_reason(headers: Option<&FieldTable>) -> String {
     };
     let field = |name: &str| death.as_ref().and_then(|d| header(Some(d), name));
     let why = field("reason").and_then(header_text);
-    let queue = field("queue").and_then(header_text).unwrap_or_else(|| "the job queue".into());
+    // The row is read by the API's users: no queue names or broker words in it.
     let deliveries = header(headers, "x-delivery-count").and_then(header_count);
     match why.as_deref() {
         Some("delivery_limit") => format!(
-            "the report job was given up after {} deliveries from {queue}: workers failed or stopped on every \
-             attempt; see the report worker logs for this report_id, then trigger a new report",
+            "the report job was given up after {} deliveries: workers failed or stopped on every attempt; see the \
+             report worker logs for this report_id, then trigger a new report",
             deliveries.map_or_else(|| "the maximum number of".to_owned(), |n| (n + 1).to_string())
         ),
-        Some(other) => format!(
-            "the report job was dead-lettered from {queue} ({other}); see the report worker logs for this \
-             report_id, then trigger a new report"
-        ),
+        Some(_) => "the report job was dead-lettered (rejected or expired in the queue); see the report worker logs \
+                    for this report_id, then trigger a new report"
+            .to_owned(),
         None => "the report job was dead-lettered; see the report worker logs for this report_id, then trigger a \
                  new report"
             .to_owned(),

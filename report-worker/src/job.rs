@@ -205,12 +205,18 @@ impl JobHandler {
         let outcome = match self.attempt(&report_id) {
             Ok(outcome) => outcome,
             Err(JobError::Permanent(reason)) => self.fail_permanently(report_id, reason, delivery),
-            Err(JobError::Retryable(reason)) if delivery.delivery_count >= self.delivery_limit => {
-                let reason = format!(
-                    "gave up after {} deliveries of the job; the last attempt failed with: {reason}",
-                    delivery.delivery_count + 1
+            Err(JobError::Retryable(cause)) if delivery.delivery_count >= self.delivery_limit => {
+                let deliveries = delivery.delivery_count + 1;
+                // The row is read by the API's users: the cause (SQL, driver text) goes to the log only.
+                let marked = self.mark_failed(
+                    &report_id,
+                    &format!(
+                        "gave up after {deliveries} deliveries of the job: reading or storing the data failed every \
+                         time (the report worker's log has the cause); trigger a new report"
+                    ),
                 );
-                let marked = self.mark_failed(&report_id, &reason);
+                let reason =
+                    format!("gave up after {deliveries} deliveries of the job; the last attempt failed with: {cause}");
                 Outcome::GaveUp { report_id, reason, marked }
             }
             Err(JobError::Retryable(reason)) => Outcome::Retry { report_id, reason },
@@ -227,7 +233,10 @@ impl JobHandler {
             log::error!("message_id={} is not a report id: no report is marked Failed", printable(hostile));
         }
         if let Some(id) = &report_id {
-            self.mark_failed(id, &format!("{reason}; trigger a new report"));
+            self.mark_failed(
+                id,
+                "the job message is not a report job (the report worker's log has why); trigger a new report",
+            );
         }
         let outcome = Outcome::Malformed { reason, report_id };
         log_outcome(&outcome);

@@ -11,6 +11,7 @@
 mod database;
 mod files;
 mod reports;
+mod tokens;
 #[cfg(feature = "broker")]
 mod topology;
 mod wait;
@@ -20,6 +21,7 @@ pub mod worker;
 pub use database::{TestDatabase, server};
 pub use files::{TempDir, report_fixture};
 pub use reports::{ReportRow, create_report, job_body, new_report_id, report_row, sample_csv};
+pub use tokens::{TestTokens, tokens_line};
 #[cfg(feature = "broker")]
 pub use topology::{TestTopology, amqp_url, take_message};
 pub use wait::wait_for;

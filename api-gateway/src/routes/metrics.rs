@@ -7,12 +7,14 @@
 
 use std::fmt::Write as _;
 
+use actix_web::middleware::from_fn;
 use actix_web::{HttpResponse, web};
 use diesel::QueryResult;
 use diesel::mysql::MysqlConnection;
 use shared_model::models::loads::{self, FileTotals};
 use shared_model::models::reports::{self, ReportStatus};
 
+use crate::auth::{Role, require};
 use crate::db;
 use crate::error::{ApiError, method_not_allowed};
 use crate::state::AppState;
@@ -22,7 +24,10 @@ const DURATION_BUCKETS: [f64; 9] = [0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/metrics").route(web::get().to(metrics)).default_service(web::to(method_not_allowed("GET"))),
+        web::resource("/metrics")
+            .wrap(from_fn(require(Role::Admin)))
+            .route(web::get().to(metrics))
+            .default_service(web::to(method_not_allowed("GET"))),
     );
 }
 

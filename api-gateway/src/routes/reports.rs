@@ -1,9 +1,9 @@
 //! SPEC §3: trigger a report, watch it, download it.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderMap};
+use actix_web::middleware::from_fn;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::{NaiveDateTime, Utc};
@@ -13,6 +13,7 @@ use shared_model::db::DbPool;
 use shared_model::models::reports::{self, Created, Progress, Report, ReportChunk, ReportStatus};
 use shared_model::models::versions::DataVersion;
 
+use crate::auth::{Caller, Role, require};
 use crate::cache::CompletedReport;
 use crate::db;
 use crate::error::{ApiError, method_not_allowed};
@@ -26,25 +27,34 @@ pub const REPORT_STATUS_HEADER: header::HeaderName = header::HeaderName::from_st
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/trigger_report")
+            .wrap(from_fn(require(Role::Reporter)))
             .route(web::post().to(trigger_report))
             .default_service(web::to(method_not_allowed("POST"))),
     )
     .service(
         web::resource("/get_report")
+            .wrap(from_fn(require(Role::Reader)))
             .route(web::get().to(get_report_by_query))
             .default_service(web::to(method_not_allowed("GET"))),
     )
     .service(
         web::resource("/get_report/{report_id}")
+            .wrap(from_fn(require(Role::Reader)))
             .route(web::get().to(get_report))
             .default_service(web::to(method_not_allowed("GET"))),
     )
     .service(
         web::resource("/download/{report_id}")
+            .wrap(from_fn(require(Role::Reader)))
             .route(web::get().to(download))
             .default_service(web::to(method_not_allowed("GET"))),
     );
 }
+
+/// How long a trigger refused for too many reports waiting for a worker is told to wait.
+const PENDING_RETRY_AFTER_S: u64 = 10;
+/// How long a download refused for too many downloads at once is told to wait.
+const DOWNLOAD_RETRY_AFTER_S: u64 = 1;
 
 #[derive(Serialize)]
 struct Triggered<'a> {
@@ -55,21 +65,52 @@ struct Triggered<'a> {
 /// Creates the report, and answers 202. A report of data that has not changed since a Running or Complete,
 /// unexpired report shares that computation: no job. Any other is created in the outbox and its job
 /// published with a confirm; a job the broker did not confirm in time is published by the outbox relay.
+/// Admission first: the caller's triggers per minute, then (in the transaction that would create it) the
+/// reports waiting for a worker; a refused trigger stores and queues nothing.
 async fn trigger_report(
     state: web::Data<AppState>,
+    caller: Caller,
     request: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    discard_body(&request, body, state.settings.max_body_bytes).await?;
+    let body = read_body(&request, body, state.settings.max_body_bytes).await?;
+    let _options = trigger_options(&request, &body)?;
+    let admitted = state.triggers.admit(&caller.digest, std::time::Instant::now()).map_err(|retry_after_s| {
+        ApiError::TooManyRequests {
+            message: format!(
+                "this token may trigger {} reports a minute; try again in {retry_after_s} s",
+                state.auth.triggers_per_minute
+            ),
+            retry_after_s,
+        }
+    })?;
     let report_id = nanoid::nanoid!();
     let created_at = Utc::now();
     let finished_after = created_at.naive_utc() - state.reports.retention();
+    let max_pending = state.reports.max_pending;
     let created = {
         let report_id = report_id.clone();
         db::call(&state.pool, move |conn| {
-            reports::create_or_share(conn, &report_id, created_at.naive_utc(), finished_after)
+            reports::create_or_share(conn, &report_id, created_at.naive_utc(), finished_after, max_pending)
         })
-        .await?
+        .await
+    };
+    let created = match created {
+        Ok(Created::TooManyPending { pending }) => {
+            admitted.refund();
+            log::warn!("trigger by {:?} refused: {pending} reports wait for a worker", caller.name);
+            return Err(ApiError::TooManyRequests {
+                message: format!(
+                    "{pending} reports are waiting for a worker, the most this service queues; try again shortly"
+                ),
+                retry_after_s: PENDING_RETRY_AFTER_S,
+            });
+        }
+        Ok(created) => created,
+        Err(error) => {
+            admitted.refund();
+            return Err(error.into());
+        }
     };
     if let Created::Shares { shared_report_id } = created {
         log::info!("report_id={report_id} triggered on unchanged data: shares report_id={shared_report_id}");
@@ -91,6 +132,46 @@ async fn trigger_report(
     Ok(triggered(&report_id))
 }
 
+/// What a trigger's body may ask for (SPEC §3): `unknown_after_minutes` (1 to 1440) is checked, not yet
+/// used by the report.
+#[derive(Debug, Default, Deserialize)]
+pub struct TriggerOptions {
+    pub unknown_after_minutes: Option<u32>,
+}
+
+/// SPEC §2b: the gap horizon is 1 to 1440 minutes.
+const UNKNOWN_AFTER_MINUTES: std::ops::RangeInclusive<u32> = 1..=1440;
+
+/// The body rule of a trigger: none at all, or a JSON object sent as `application/json` (so no form of
+/// another site can post one). 400 otherwise.
+fn trigger_options(request: &HttpRequest, body: &[u8]) -> Result<TriggerOptions, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(TriggerOptions::default());
+    }
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::BadRequest(
+            "a trigger's body must be JSON sent with Content-Type: application/json (or send no body)".into(),
+        ));
+    }
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::BadRequest("the request body must be a JSON object, such as {}".into()));
+    }
+    let options: TriggerOptions = serde_json::from_value(value)
+        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid: {e}")))?;
+    if options.unknown_after_minutes.is_some_and(|minutes| !UNKNOWN_AFTER_MINUTES.contains(&minutes)) {
+        return Err(ApiError::BadRequest("unknown_after_minutes must be a whole number from 1 to 1440".into()));
+    }
+    Ok(options)
+}
+
 /// The trigger's answer. A sharer of a Complete report answers Running too, as SPEC §3 has it: its first
 /// poll says Complete.
 fn triggered(report_id: &str) -> HttpResponse {
@@ -99,8 +180,8 @@ fn triggered(report_id: &str) -> HttpResponse {
         .json(Triggered { report_id, status: ReportStatus::Running.as_str() })
 }
 
-/// The API reads no body, but refuses one larger than the limit (413) rather than read it for nothing.
-async fn discard_body(request: &HttpRequest, mut body: web::Payload, limit: usize) -> Result<(), ApiError> {
+/// The request body, refused (413) as soon as it is known to be larger than the limit.
+async fn read_body(request: &HttpRequest, mut body: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -109,15 +190,15 @@ async fn discard_body(request: &HttpRequest, mut body: web::Payload, limit: usiz
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    let mut seen = 0usize;
+    let mut read = Vec::new();
     while let Some(piece) = body.next().await {
         let piece = piece.map_err(|e| ApiError::BadRequest(format!("the request body could not be read: {e}")))?;
-        seen += piece.len();
-        if seen > limit {
+        if read.len() + piece.len() > limit {
             return Err(ApiError::PayloadTooLarge(limit));
         }
+        read.extend_from_slice(&piece);
     }
-    Ok(())
+    Ok(read)
 }
 
 async fn get_report(
@@ -398,23 +479,31 @@ impl Weight {
     }
 }
 
-/// The stored CSV, streamed chunk by chunk; the first batch is read before answering, so a report with
-/// no stored data is a clean 500 rather than a cut download.
+/// The stored CSV, streamed one chunk per query; the first is read before answering, so a report with no
+/// stored data is a clean 500 rather than a cut download. A download holds one of the gateway's download
+/// slots until its stream ends (503 with `Retry-After` when none is free).
 async fn csv_response(
     state: &AppState,
     report_id: String,
     report: &CompletedReport,
     attachment: bool,
 ) -> Result<HttpResponse, ApiError> {
-    let batch = state.settings.download_chunks_per_query;
+    let slot = state.downloads.try_take().ok_or_else(|| ApiError::Busy {
+        message: format!(
+            "this gateway is already sending {} reports, the most it sends at once; try again shortly",
+            state.settings.max_concurrent_downloads
+        ),
+        retry_after_s: DOWNLOAD_RETRY_AFTER_S,
+    })?;
     let id = report.csv_report_id.clone();
-    let first = db::call(&state.pool, move |conn| reports::read_chunks(conn, &id, 0, batch)).await?;
-    if first.is_empty() {
+    let first = db::call(&state.pool, move |conn| reports::read_chunk(conn, &id, 0)).await?;
+    let Some(first) = first else {
         return Err(ApiError::internal(anyhow::anyhow!("report_id={report_id} is Complete but has no stored CSV")));
-    }
+    };
     let mut response = HttpResponse::Ok();
     response
         .content_type("text/csv; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "private, no-store"))
         .insert_header((REPORT_STATUS_HEADER, ReportStatus::Complete.as_str()));
     if attachment {
         response
@@ -425,74 +514,72 @@ async fn csv_response(
     }
     let chunks = ChunkReader {
         pool: state.pool.clone(),
-        exhausted: first.len() < batch as usize,
-        pending: first.into(),
+        pending: Some(first),
         report_id: report.csv_report_id.clone(),
         next_seq: 0,
-        batch,
         sent: 0,
         expected: report.csv_bytes,
-        failed: false,
+        done: false,
+        _slot: slot,
     };
     Ok(response.streaming(futures_util::stream::unfold(chunks, ChunkReader::next)))
 }
 
-/// Reads a report's chunks a batch at a time, each batch on its own pooled connection, and checks that
-/// they come in sequence and add up to the size recorded with the report.
+/// Reads a report's chunks one per query (by sequence number, so a missing one ends the stream early),
+/// each on a pooled connection taken for that query only, and checks that they add up to the size
+/// recorded with the report.
 struct ChunkReader {
     pool: DbPool,
     report_id: String,
-    pending: VecDeque<ReportChunk>,
+    /// The chunk read but not sent yet.
+    pending: Option<ReportChunk>,
     next_seq: u32,
-    batch: u32,
-    exhausted: bool,
     sent: u64,
     expected: Option<u64>,
-    failed: bool,
+    done: bool,
+    /// The download slot, given back when the stream is dropped (finished or cut).
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl ChunkReader {
     async fn next(mut self) -> Option<(Result<Bytes, ApiError>, ChunkReader)> {
-        if self.failed {
+        if self.done {
             return None;
         }
-        loop {
-            if let Some(chunk) = self.pending.pop_front() {
-                if chunk.seq != self.next_seq {
-                    let problem = format!("chunk {} is missing (found {})", self.next_seq, chunk.seq);
-                    return Some(self.fail(problem));
-                }
-                self.next_seq += 1;
-                self.sent += chunk.data.len() as u64;
-                return Some((Ok(Bytes::from(chunk.data)), self));
-            }
-            if self.exhausted {
-                return match self.expected {
-                    Some(expected) if expected != self.sent => {
-                        let problem =
-                            format!("the stored chunks hold {} bytes, the report records {expected}", self.sent);
-                        Some(self.fail(problem))
+        let chunk = match self.pending.take() {
+            Some(chunk) => chunk,
+            None => {
+                let (id, seq) = (self.report_id.clone(), self.next_seq);
+                match db::call(&self.pool, move |conn| reports::read_chunk(conn, &id, seq)).await {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => {
+                        self.done = true;
+                        return match self.expected {
+                            Some(expected) if expected != self.sent => {
+                                let problem = format!(
+                                    "the stored chunks hold {} bytes, the report records {expected}",
+                                    self.sent
+                                );
+                                Some(self.fail(problem))
+                            }
+                            _ => None,
+                        };
                     }
-                    _ => None,
-                };
-            }
-            let (id, from, batch) = (self.report_id.clone(), self.next_seq, self.batch);
-            match db::call(&self.pool, move |conn| reports::read_chunks(conn, &id, from, batch)).await {
-                Ok(chunks) => {
-                    self.exhausted = chunks.len() < batch as usize;
-                    self.pending.extend(chunks);
-                }
-                Err(error) => {
-                    self.failed = true;
-                    log::error!("report_id={}: reading its CSV failed mid-download: {error}", self.report_id);
-                    return Some((Err(error.into()), self));
+                    Err(error) => {
+                        self.done = true;
+                        log::error!("report_id={}: reading its CSV failed mid-download: {error}", self.report_id);
+                        return Some((Err(error.into()), self));
+                    }
                 }
             }
-        }
+        };
+        self.next_seq += 1;
+        self.sent += chunk.data.len() as u64;
+        Some((Ok(Bytes::from(chunk.data)), self))
     }
 
     fn fail(mut self, problem: String) -> (Result<Bytes, ApiError>, ChunkReader) {
-        self.failed = true;
+        self.done = true;
         let error = anyhow::anyhow!("report_id={}: the stored CSV is damaged: {problem}", self.report_id);
         log::error!("{error}");
         (Err(ApiError::Internal(error)), self)

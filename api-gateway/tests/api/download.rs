@@ -3,9 +3,9 @@ use shared_model::models::reports;
 use crate::helpers::{new_report_id, sample_csv, spawn_app_with};
 
 #[tokio::test]
-async fn a_complete_report_downloads_as_a_csv_attachment_read_in_batches_of_chunks() {
-    // 2,000 stores in 1 KiB chunks, 3 chunks per query: the download takes dozens of queries.
-    let app = spawn_app_with(|s| s.gateway.download_chunks_per_query = 3).await;
+async fn a_complete_report_downloads_as_a_private_csv_attachment_read_one_chunk_per_query() {
+    // 2,000 stores in 1 KiB chunks, one chunk per query: the download takes dozens of queries.
+    let app = spawn_app_with(|_| {}).await;
     let report_id = new_report_id();
     let csv = sample_csv(2_000);
     app.insert_complete(&report_id, &csv, 2_000, 1024);
@@ -17,6 +17,8 @@ async fn a_complete_report_downloads_as_a_csv_attachment_read_in_batches_of_chun
     assert!(headers["content-type"].to_str().expect("ascii").starts_with("text/csv"));
     assert_eq!(headers["content-disposition"], format!("attachment; filename=\"report-{report_id}.csv\""));
     assert_eq!(headers["content-length"], csv.len().to_string());
+    assert_eq!(headers["cache-control"], "private, no-store");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(response.bytes().await.expect("body").as_ref(), csv.as_slice());
 }
 
@@ -56,4 +58,24 @@ async fn an_unknown_report_cannot_be_downloaded_404() {
     assert_eq!(response.status(), 404);
     let body: serde_json::Value = response.json().await.expect("json");
     assert!(body["error"].is_string());
+}
+
+#[tokio::test]
+async fn a_download_whose_stored_chunk_is_missing_is_cut_short_rather_than_completed() {
+    use diesel::prelude::*;
+    use shared_model::schema::report_chunks;
+    let app = spawn_app_with(|_| {}).await;
+    let report_id = new_report_id();
+    let csv = sample_csv(200);
+    app.insert_complete(&report_id, &csv, 200, 1024);
+    diesel::delete(
+        report_chunks::table.filter(report_chunks::report_id.eq(&report_id)).filter(report_chunks::seq.eq(3)),
+    )
+    .execute(&mut app.conn())
+    .expect("lose a chunk");
+
+    let response = app.get(&format!("/download/{report_id}")).await;
+
+    assert_eq!(response.status(), 200, "the first chunk was there");
+    assert!(response.bytes().await.is_err(), "the client sees a cut download, not a shorter report");
 }

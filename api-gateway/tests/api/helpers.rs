@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use api_gateway::outbox::{OutboxRelay, RelaySettings};
 use api_gateway::publisher::JobPublisher;
-use api_gateway::settings::{GatewaySettings, ReportsSettings, Settings};
+use api_gateway::settings::{AuthSettings, GatewaySettings, ReportsSettings, Settings};
 use api_gateway::startup::Application;
 use shared_model::db::DbPool;
 use shared_model::models::reports::{self, Chunking, FinishedReport};
 use shared_model::settings::DatabaseSettings;
-use test_support::{TestDatabase, TestTopology, init_logging};
+use test_support::{TestDatabase, TestTokens, TestTopology, init_logging};
 pub use test_support::{closed_port, new_report_id, sample_csv, take_message};
 
 pub struct TestApp {
@@ -21,14 +21,19 @@ pub struct TestApp {
     pub port: u16,
     pub pool: DbPool,
     pub settings: Settings,
+    /// Sends the admin token with every request (one that sets its own `Authorization` keeps it).
     pub client: reqwest::Client,
+    /// Sends no token.
+    pub anonymous: reqwest::Client,
+    /// A token per role, in the gateway's tokens file.
+    pub tokens: TestTokens,
     pub topology: TestTopology,
     /// Dropped last: the database goes when the test ends.
     pub _database: TestDatabase,
 }
 
-/// Settings for a test: its database, its topology, one HTTP worker, a quick relay.
-pub fn test_settings(database: &TestDatabase, topology: &TestTopology) -> Settings {
+/// Settings for a test: its database, its topology, its tokens, one HTTP worker, a quick relay.
+pub fn test_settings(database: &TestDatabase, topology: &TestTopology, tokens: &TestTokens) -> Settings {
     Settings {
         bind_addr: "127.0.0.1:0".into(),
         database: DatabaseSettings { pool_size: 4, ..database.settings() },
@@ -42,6 +47,7 @@ pub fn test_settings(database: &TestDatabase, topology: &TestTopology) -> Settin
             ..GatewaySettings::default()
         },
         reports: ReportsSettings::default(),
+        auth: AuthSettings { tokens_file: Some(tokens.file.clone()), ..AuthSettings::default() },
     }
 }
 
@@ -49,12 +55,28 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// The error a gateway with the test's settings, changed by `customize`, refuses to start with.
+pub async fn start_error(customize: impl FnOnce(&mut Settings)) -> String {
+    init_logging();
+    let database = TestDatabase::new();
+    let topology = TestTopology::new();
+    let tokens = TestTokens::new();
+    let mut settings = test_settings(&database, &topology, &tokens);
+    customize(&mut settings);
+    let listener = std::net::TcpListener::bind(&settings.bind_addr).expect("bind port 0");
+    match Application::build_with_listener(settings, listener).await {
+        Ok(_) => panic!("the gateway started"),
+        Err(error) => format!("{error:#}"),
+    }
+}
+
 /// A gateway with the test's settings, changed by `customize` first.
 pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     init_logging();
     let database = TestDatabase::new();
     let topology = TestTopology::new();
-    let mut settings = test_settings(&database, &topology);
+    let tokens = TestTokens::new();
+    let mut settings = test_settings(&database, &topology, &tokens);
     customize(&mut settings);
     let listener = std::net::TcpListener::bind(&settings.bind_addr).expect("bind port 0");
     let application = Application::build_with_listener(settings.clone(), listener).await.expect("the gateway starts");
@@ -64,7 +86,15 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     tokio::spawn(application.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let mut admin = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {}", tokens.admin);
+    admin.insert(reqwest::header::AUTHORIZATION, bearer.parse().expect("header value"));
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(admin)
+        .build()
+        .expect("client");
+    let anonymous = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
     TestApp {
         _stop: stop,
         address: format!("http://127.0.0.1:{port}"),
@@ -72,6 +102,8 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
         pool,
         settings,
         client,
+        anonymous,
+        tokens,
         topology,
         _database: database,
     }
@@ -88,6 +120,16 @@ impl TestApp {
 
     pub async fn trigger(&self) -> reqwest::Response {
         self.client.post(format!("{}/trigger_report", self.address)).send().await.expect("request")
+    }
+
+    /// `method path` with the token of `role` ("reader", "reporter", "admin"), or none.
+    pub async fn request_as(&self, role: Option<&str>, method: reqwest::Method, path: &str) -> reqwest::Response {
+        let url = format!("{}{path}", self.address);
+        let request = match role {
+            Some(role) => self.client.request(method, url).bearer_auth(self.tokens.of(role)),
+            None => self.anonymous.request(method, url),
+        };
+        request.send().await.expect("request")
     }
 
     pub fn conn(&self) -> shared_model::db::DbConn {
@@ -129,6 +171,23 @@ impl TestApp {
             "hours_snapshot": version.hours_snapshot,
             "zones_snapshot": version.zones_snapshot,
         })
+    }
+
+    /// How many report rows the database holds.
+    pub fn report_rows(&self) -> i64 {
+        use diesel::prelude::*;
+        shared_model::schema::reports::table.count().get_result(&mut self.conn()).expect("count reports")
+    }
+
+    /// A new settled polls load: the data changed, so the next trigger cannot share an earlier report.
+    pub fn record_polls_load(&self) {
+        use diesel::RunQueryDsl as _;
+        diesel::sql_query(
+            "INSERT INTO loads (file_kind, file_name, status, started_at, finished_at, rows_read, rows_loaded, rows_rejected) \
+             VALUES ('polls', 'store_status.csv', 'loaded', NOW(6), NOW(6), 1, 1, 0)",
+        )
+        .execute(&mut self.conn())
+        .expect("insert a load record");
     }
 
     pub fn report(&self, report_id: &str) -> reports::Report {

@@ -117,3 +117,36 @@ async fn openapi_document_lists_every_route_the_app_serves() {
         assert!(!body.contains("there is nothing at"), "{method} {path} is not served: {body}");
     }
 }
+
+#[tokio::test]
+async fn every_answer_is_a_status_the_document_lists_and_only_open_routes_answer_without_a_token() {
+    let app = spawn_app_with(|_| {}).await;
+    let document: serde_json::Value = app.get("/openapi.json").await.json().await.expect("json");
+    let complete = new_report_id();
+    app.insert_complete(&complete, &crate::helpers::sample_csv(3), 3, 1024);
+    let running = new_report_id();
+    app.insert_running(&running);
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("path item") {
+            let listed: BTreeSet<u16> = operation["responses"]
+                .as_object()
+                .expect("responses")
+                .keys()
+                .map(|status| status.parse().expect("a numeric status"))
+                .collect();
+            let open = operation["security"].as_array().is_some_and(|s| s.is_empty());
+            let method: reqwest::Method = method.to_uppercase().parse().expect("a method");
+            for id in [&complete, &running, &new_report_id()] {
+                let path = path.replace("{report_id}", id);
+                let path = if path == "/get_report" { format!("/get_report?report_id={id}") } else { path };
+                for role in [None, Some("reader"), Some("admin")] {
+                    let status = app.request_as(role, method.clone(), &path).await.status().as_u16();
+                    assert!(listed.contains(&status), "{method} {path} as {role:?}: {status} is not in {listed:?}");
+                    if role.is_none() {
+                        assert_eq!(status == 401, !open, "{method} {path} without a token: {status}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,6 +1,5 @@
 use std::time::Duration;
 
-use diesel::RunQueryDsl as _;
 use shared_model::messages::ReportJob;
 use shared_model::models::reports::{ReportStatus, is_valid_report_id};
 use shared_model::queue;
@@ -51,12 +50,7 @@ async fn trigger_ignores_a_body_and_every_trigger_is_a_new_report() {
         .await
         .expect("request");
     // New data in between: a trigger of unchanged data would share the first report's job.
-    diesel::sql_query(
-        "INSERT INTO loads (file_kind, file_name, status, started_at, finished_at, rows_read, rows_loaded, rows_rejected) \
-         VALUES ('polls', 'store_status.csv', 'loaded', NOW(6), NOW(6), 1, 1, 0)",
-    )
-    .execute(&mut app.conn())
-    .expect("insert a load record");
+    app.record_polls_load();
     let second = app.trigger().await;
 
     assert_eq!(first.status(), 202);

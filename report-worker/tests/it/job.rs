@@ -338,6 +338,12 @@ fn a_database_failure_is_retried_and_on_the_last_delivery_the_report_fails() {
     assert!(reason.contains("gave up after 4 deliveries") && reason.contains("report_chunks"), "{reason}");
     let row = report_row(&mut conn, &report_id);
     assert_eq!((row.status.as_str(), row.attempts), ("Failed", 4));
+    // The log has the cause; the row, which users read, has a sentence without SQL or driver text.
+    let error = row.error.expect("a reason");
+    assert!(error.contains("gave up after 4 deliveries") && error.contains("trigger a new report"), "{error}");
+    for internal in ["report_chunks", "MySQL error", "Table", "doesn't exist"] {
+        assert!(!error.contains(internal), "{internal:?} in {error}");
+    }
 }
 
 #[test]

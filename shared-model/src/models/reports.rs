@@ -162,6 +162,21 @@ pub enum Created {
     NeedsJob,
     /// A report sharing the computation of `shared_report_id` (Running or Complete): no job.
     Shares { shared_report_id: String },
+    /// Nothing stored: the report would need a job, and `pending` reports already wait for a worker
+    /// (at least the `max_pending` asked for).
+    TooManyPending { pending: u64 },
+}
+
+/// Reports waiting for a worker: Running, with a job of their own (not sharing), that no worker has
+/// started yet (`started_at` NULL; whether the broker confirmed the job or it is still in the outbox).
+pub fn count_waiting_for_worker(conn: &mut MysqlConnection) -> QueryResult<u64> {
+    let count: i64 = reports::table
+        .filter(reports::status.eq(ReportStatus::Running))
+        .filter(reports::shares_report_id.is_null())
+        .filter(reports::started_at.is_null())
+        .count()
+        .get_result(conn)?;
+    Ok(u64::try_from(count).unwrap_or(0))
 }
 
 /// How long a trigger waits for another trigger's sharing decision before computing on its own.
@@ -172,11 +187,14 @@ const SHARING_LOCK_WAIT_SECONDS: u64 = 5;
 /// new report shares it instead (and is Complete at once when the shared one is). Triggers decide one at
 /// a time under a named lock of this database, so simultaneous triggers of unchanged data still make one
 /// computation; a trigger that cannot take the lock within a few seconds creates a report of its own.
+/// A report that would need a job while `max_pending` reports already wait for a worker
+/// ([`count_waiting_for_worker`]) is not created (`TooManyPending`); under the lock that count is exact.
 pub fn create_or_share(
     conn: &mut MysqlConnection,
     report_id: &str,
     created_at: NaiveDateTime,
     finished_after: NaiveDateTime,
+    max_pending: u64,
 ) -> QueryResult<Created> {
     // Named locks are server-wide: one per database, so databases on one server do not wait on each other.
     let database: Option<String> =
@@ -193,6 +211,12 @@ pub fn create_or_share(
             Some(_) => shareable(conn, version, finished_after)?,
             None => None,
         };
+        if shared.is_none() {
+            let pending = count_waiting_for_worker(conn)?;
+            if pending >= max_pending {
+                return Ok(Created::TooManyPending { pending });
+            }
+        }
         insert_with_version(conn, report_id, created_at, version, shared.as_ref())?;
         Ok(match shared {
             Some(shared) => Created::Shares { shared_report_id: shared.report_id },
@@ -569,25 +593,19 @@ pub struct ReportChunk {
     pub data: Vec<u8>,
 }
 
-/// Up to `max_chunks` chunks of the report from `from_seq` on, in order. Read a large report in batches
-/// (`from_seq` = last seq + 1) so no connection is held for the whole download.
-pub fn read_chunks(
-    conn: &mut MysqlConnection,
-    report_id: &str,
-    from_seq: u32,
-    max_chunks: u32,
-) -> QueryResult<Vec<ReportChunk>> {
+/// The chunk `seq` of the report, or `None` past its last chunk. A download reads one chunk per query,
+/// so it holds one chunk in memory and a connection only for the query.
+pub fn read_chunk(conn: &mut MysqlConnection, report_id: &str, seq: u32) -> QueryResult<Option<ReportChunk>> {
     report_chunks::table
         .filter(report_chunks::report_id.eq(report_id))
-        .filter(report_chunks::seq.ge(from_seq))
-        .order(report_chunks::seq)
-        .limit(i64::from(max_chunks))
+        .filter(report_chunks::seq.eq(seq))
         .select(ReportChunk::as_select())
-        .load(conn)
+        .first(conn)
+        .optional()
 }
 
 /// The whole stored CSV, reassembled (empty when nothing is stored). For small reports and tests; the
-/// gateway streams with [`read_chunks`].
+/// gateway streams with [`read_chunk`].
 pub fn read_csv(conn: &mut MysqlConnection, report_id: &str) -> QueryResult<Vec<u8>> {
     let chunks: Vec<Vec<u8>> = report_chunks::table
         .filter(report_chunks::report_id.eq(report_id))
