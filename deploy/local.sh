@@ -180,7 +180,7 @@ if is_local "$amqp_host"; then
   rmq_user "$amqp_app_user" "$credentials/amqp-app" "" "$perm_app_configure" "$perm_app_write" "$perm_app_read"
   $smoke || rmq_user "$amqp_ops_user" "$credentials/amqp-ops" monitoring \
     "$perm_monitoring_configure" "$perm_monitoring_write" "$perm_monitoring_read"
-  say "RabbitMQ users $amqp_app_user (the services) and $amqp_ops_user (monitoring) on vhost $amqp_vhost"
+  say "RabbitMQ user $amqp_app_user (the services)$($smoke || echo " and $amqp_ops_user (monitoring)") on vhost $amqp_vhost"
 else
   say "RabbitMQ on $amqp_host is not local: the services use AMQP_URL as given (create its users as the README says)"
   app_env=()

@@ -50,6 +50,8 @@ permissions() {
   echo "make-secrets: need report-worker (cargo or docker) to read the permissions" >&2
   exit 1
 }
+# docker compose checks that every secret's file exists, even to build: a placeholder until the real one.
+[ -e "$dir/rabbitmq-definitions.json" ] || (umask 022 && echo '{}' >"$dir/rabbitmq-definitions.json")
 lines=$(permissions)
 
 (umask 022 && python3 - "$dir" "$lines" >"$dir/rabbitmq-definitions.json.tmp") <<'PY'
