@@ -106,13 +106,10 @@ def main():
     env["DATA_DIR"] = str(a.data_dir.resolve())
     env["RUST_LOG"] = env.get("RUST_LOG", "warn")
     env["APP__REPORTS__RETENTION_SECONDS"] = "1"  # every report expires at once: each trigger computes
+    token, line = run([BIN / "api-gateway", "token", "new", "--role", "reporter", "--name", "bench"], env).splitlines()[:2]
     tokens_file = Path(f"/tmp/{suffix}-tokens")
-    made = subprocess.run([BIN / "api-gateway", "token", "new", "--role", "reporter", "--name", "bench"], env=env, capture_output=True, text=True)
-    token = ""
-    if made.returncode == 0:  # TEMPORARY until tokens land
-        token, line = made.stdout.splitlines()[:2]
-        tokens_file.write_text(line + "\n")
-        env["APP__AUTH__TOKENS_FILE"] = str(tokens_file)
+    tokens_file.write_text(line + "\n")
+    env["APP__AUTH__TOKENS_FILE"] = str(tokens_file)
 
     processes = []
     run([BIN / "ingest-worker", "database", "create"], env)

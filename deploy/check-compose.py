@@ -2,7 +2,11 @@
 """Checks docker-compose.yml and deploy/Dockerfile against the code, since no Docker engine runs where the
 tests run: the YAML parses; the expected services, healthchecks and start order are there; every binary and
 subcommand a service runs exists and sits where the Dockerfile puts it; every environment variable a service
-sets is read by the code; the Rust image is new enough for Cargo.lock; the build context leaves target/ out.
+sets is read by the code; the Rust image is new enough for Cargo.lock; the build context leaves target/ out. Security: no
+service but the migrate step connects as root or the migration user, each as the user the migrate step
+grants; no guest and no password in any service's settings (passwords come from Docker secrets that
+deploy/make-secrets.sh writes and git ignores); RabbitMQ publishes its ports on 127.0.0.1 only and loads
+its users from a definitions secret.
 
 Needs Python 3 and PyYAML (Debian: python3-yaml; elsewhere: pip install pyyaml). The Rust version check
 also needs cargo (skipped with a note without it). Exit 0 when every check passes, 1 otherwise."""
@@ -127,6 +131,88 @@ gateway_secrets = [s if isinstance(s, str) else s.get("source") for s in gateway
 check(secret_name in gateway_secrets, f"api-gateway: does not mount the secret {secret_name!r} its tokens file names")
 check(secret_name in (compose.get("secrets") or {}), f"the secret {secret_name!r} is not defined at the top level")
 check(str(gateway_env.get("APP__AUTH__DISABLED", "false")).lower() != "true", "api-gateway: auth is disabled")
+
+# --- security: the users of the services (README, "Users and grants") ---
+def url_user(url):
+    """(user, has_password) of scheme://user[:password]@host/…, or (None, False) without a user."""
+    match = re.match(r"^[a-z]+://([^@/]*)@", str(url))
+    if not match:
+        return None, False
+    user, _, password = match.group(1).partition(":")
+    return user, bool(password) or ":" in match.group(1)
+
+
+rabbitmq = services.get("rabbitmq", {})
+for port in rabbitmq.get("ports", []) or []:
+    check(str(port).startswith("127.0.0.1:"), f"rabbitmq: port {port} is published beyond 127.0.0.1")
+top_secrets = compose.get("secrets", {}) or {}
+make_secrets = (ROOT / "deploy/make-secrets.sh").read_text() if (ROOT / "deploy/make-secrets.sh").exists() else ""
+check(make_secrets, "deploy/make-secrets.sh (which makes the compose secrets) is missing")
+secrets_ignore = ROOT / "deploy/secrets/.gitignore"
+check(secrets_ignore.exists() and "*" in secrets_ignore.read_text().split(), "deploy/secrets/ is not ignored by git")
+check(any(p.strip("/") == "deploy/secrets" for p in ignored), ".dockerignore does not leave deploy/secrets/ out of the image")
+for name, secret in top_secrets.items():
+    file = str((secret or {}).get("file", ""))
+    check(file.startswith("deploy/secrets/"), f"secret {name}: its file {file!r} is not in deploy/secrets/")
+    check(pathlib.PurePosixPath(file).name in make_secrets, f"secret {name}: deploy/make-secrets.sh does not write {file}")
+
+# The definitions file RabbitMQ loads is a secret the broker gets.
+conf_mounts = [v for v in rabbitmq.get("volumes", []) or [] if str(v).split(":")[1].startswith("/etc/rabbitmq/")]
+confs = "\n".join((ROOT / str(v).split(":")[0]).read_text() for v in conf_mounts if (ROOT / str(v).split(":")[0]).exists())
+loaded = re.search(r"^load_definitions\s*=\s*/run/secrets/(\S+)", confs, re.M)
+check(loaded, "rabbitmq: no mounted config loads a definitions file from /run/secrets/")
+if loaded:
+    check(loaded.group(1) in (rabbitmq.get("secrets") or []), f"rabbitmq: the definitions secret {loaded.group(1)} is not given to it")
+
+ROLES = {"api-gateway": "GATEWAY", "ingest-worker": "INGEST", "report-worker": "WORKER"}
+DEFAULT_USERS = {"GATEWAY": "rm_gateway", "INGEST": "rm_ingest", "WORKER": "rm_worker"}
+migrate_env = services.get("migrate", {}).get("environment") or {}
+migration_user, _ = url_user(migrate_env.get("DATABASE_URL", ""))
+check("--users" in (services.get("migrate", {}).get("command") or []), "migrate does not create the service users (--users)")
+
+
+def secret_of(name, service, path):
+    """The compose secret a /run/secrets/ path names, which the service must be given."""
+    match = re.match(r"^/run/secrets/(\S+)$", str(path))
+    check(match, f"{name}: {path} is not a Docker secret (/run/secrets/…)")
+    if not match:
+        return None
+    check(match.group(1) in (service.get("secrets") or []), f"{name}: uses the secret {match.group(1)} but is not given it")
+    check(match.group(1) in top_secrets, f"{name}: the secret {match.group(1)} is not defined")
+    return match.group(1)
+
+
+for name, service in services.items():
+    if not service.get("entrypoint"):
+        continue
+    env = service.get("environment") or {}
+    for var, value in env.items():
+        check("guest" not in str(value), f"{name}: {var} uses guest")
+        check(not ("PASSWORD" in var and not var.endswith("_FILE")), f"{name}: {var} holds a password in the compose file")
+        if var.endswith("_URL"):
+            _, has_password = url_user(value)
+            check(not has_password, f"{name}: {var} has a password in it (use a *_PASSWORD_FILE secret)")
+        if var.endswith("_PASSWORD_FILE"):
+            secret_of(name, service, value)
+    if name == "migrate":
+        for role in ROLES.values():
+            check(f"APP__DATABASE_USERS__{role}_PASSWORD_FILE" in env, f"migrate: no password file for the {role.lower()} user")
+        continue
+    db_user, _ = url_user(env.get("DATABASE_URL", ""))
+    amqp_user, _ = url_user(env.get("AMQP_URL", ""))
+    check(db_user and db_user != "root" and db_user != migration_user, f"{name}: connects to MySQL as {db_user!r} (root or the migration user)")
+    if name in ("api-gateway", "report-worker") or "AMQP_URL" in env:
+        check(amqp_user and amqp_user != "guest", f"{name}: connects to RabbitMQ as {amqp_user!r}")
+        check("AMQP_PASSWORD_FILE" in env, f"{name}: its RabbitMQ password does not come from a secret")
+    check("DATABASE_PASSWORD_FILE" in env, f"{name}: its MySQL password does not come from a secret")
+    role = ROLES.get(name)
+    if role:
+        expected = migrate_env.get(f"APP__DATABASE_USERS__{role}_USER", DEFAULT_USERS[role])
+        check(db_user == expected, f"{name}: connects as {db_user!r}, but the migrate step grants {expected!r} its rights")
+        check(
+            env.get("DATABASE_PASSWORD_FILE") == migrate_env.get(f"APP__DATABASE_USERS__{role}_PASSWORD_FILE"),
+            f"{name}: its password file is not the one the migrate step sets its user's password from",
+        )
 
 for note in notes:
     print(f"note: {note}")

@@ -12,10 +12,14 @@
 #   PORT            8080           the gateway listens on 127.0.0.1:PORT
 #   DATA_DIR        data/sample    the folder with store_status.csv, menu_hours.csv, timezones.csv
 #   DATABASE_URL    mysql://root@127.0.0.1:3306/restaurant_monitor   (created when missing)
+#                   the administrator's URL: only the migrate step uses it; the services connect as
+#                   rm_gateway, rm_ingest and rm_worker, which the migrate step creates
 #   AMQP_URL        amqp://guest:guest@127.0.0.1:5672/%2f
+#                   used only to create the users restaurant-monitor (the services) and
+#                   restaurant-monitor-ops (monitoring, for the management UI) on a local RabbitMQ
 #   REPORT_WORKERS  2              report-worker processes
 #   RUST_LOG        info
-# Logs: target/local-run/ (--smoke: target/local-run/smoke/).
+# Logs: target/local-run/ (--smoke: target/local-run/smoke/). Generated passwords: credentials/ in there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -49,7 +53,7 @@ command -v cargo >/dev/null || die "cargo is not installed: install Rust first (
 is_local() { [[ $1 == 127.0.0.1 || $1 == localhost || $1 == ::1 ]]; }
 
 run_dir=$root/target/local-run
-bin=$root/target/release
+bin=${CARGO_TARGET_DIR:-$root/target}/release
 $smoke && run_dir=$run_dir/smoke # a smoke run beside a running stack leaves that stack's logs alone
 mkdir -p "$run_dir"
 
@@ -61,6 +65,7 @@ stop_mariadb=false
 stop_rabbitmq=false
 created_database=false
 smoke_names=false
+made_users=false
 
 cleanup() {
   local alive pid
@@ -80,7 +85,13 @@ cleanup() {
   if $smoke; then
     if $created_database; then "$bin/ingest-worker" database drop >/dev/null 2>&1 || true; fi
     # Only once the smoke run's own names are in force (before that, the names are someone else's).
-    if $smoke_names; then "$bin/report-worker" topology delete >/dev/null 2>&1 || true; fi
+    if $smoke_names; then
+      as_app "$bin/report-worker" topology delete >/dev/null 2>&1 || true
+      if $made_users; then
+        "$bin/ingest-worker" database drop-users >/dev/null 2>&1 || true
+        rabbitmqctl -q delete_user "$amqp_app_user" >/dev/null 2>&1 || true
+      fi
+    fi
   fi
   if $stop_rabbitmq; then say "stopping RabbitMQ (this script started it)"; rabbitmqctl stop >/dev/null 2>&1 || true; fi
   if $stop_mariadb; then say "stopping MariaDB (this script started it)"; mysqladmin --protocol=tcp -h127.0.0.1 -uroot shutdown >/dev/null 2>&1 || true; fi
@@ -110,12 +121,44 @@ if $smoke; then
   smoke_suffix=smoke$(od -An -N4 -tx4 /dev/urandom | tr -d ' \n')
   DATABASE_URL=$("$bin/ingest-worker" database with-suffix "$smoke_suffix") || die "cannot name the smoke database"
   describe db "$bin/ingest-worker" database describe
-  names=$("$bin/report-worker" topology names "$smoke_suffix") || die "cannot name the smoke run's queues"
-  while IFS= read -r setting; do export "${setting?}"; done <<<"$names"
+  smoke_settings=$("$bin/report-worker" topology names "$smoke_suffix") || die "cannot name the smoke run's queues"
+  while IFS= read -r setting; do export "${setting?}"; done <<<"$smoke_settings"
   [[ ${APP__AMQP__QUEUE:-} == *"$smoke_suffix" && $db_database == *"$smoke_suffix" ]] ||
     die "the smoke run's database and queue names lack their suffix"
   smoke_names=true
 fi
+
+# --- the services' own users: MySQL users with only their grants (made by the migrate step), and a
+# RabbitMQ user limited to the project's exchanges and queues. A smoke run makes users of its own. ---
+user_suffix=""
+$smoke && user_suffix=_$smoke_suffix
+export APP__DATABASE_USERS__GATEWAY_USER=rm_gateway$user_suffix
+export APP__DATABASE_USERS__INGEST_USER=rm_ingest$user_suffix
+export APP__DATABASE_USERS__WORKER_USER=rm_worker$user_suffix
+amqp_app_user=restaurant-monitor${user_suffix//_/-}
+amqp_ops_user=restaurant-monitor-ops
+credentials=$run_dir/credentials
+(umask 077 && mkdir -p "$credentials")
+for secret in db-gateway db-ingest db-worker amqp-app amqp-ops; do
+  # Kept between runs (a running stack keeps working); delete the folder to rotate them.
+  [ -s "$credentials/$secret" ] || (umask 077 && od -An -N18 -tx1 /dev/urandom | tr -d ' \n' >"$credentials/$secret")
+done
+export APP__DATABASE_USERS__GATEWAY_PASSWORD_FILE=$credentials/db-gateway
+export APP__DATABASE_USERS__INGEST_PASSWORD_FILE=$credentials/db-ingest
+export APP__DATABASE_USERS__WORKER_PASSWORD_FILE=$credentials/db-worker
+service_db() { printf 'mysql://%s@%s:%s/%s' "$1" "$db_host" "$db_port" "$db_database"; }
+amqp_vhost_path=${amqp_vhost//%/%25}
+amqp_vhost_path=${amqp_vhost_path//\//%2f}
+app_env=(AMQP_URL="amqp://$amqp_app_user@$amqp_host:$amqp_port/$amqp_vhost_path" AMQP_PASSWORD_FILE="$credentials/amqp-app")
+# The environment of a service (in service_env): its database user, and the app user on the broker.
+service_env() { # gateway|ingest|worker
+  local user_var=APP__DATABASE_USERS__${1^^}_USER
+  service_env=(DATABASE_URL="$(service_db "${!user_var}")" DATABASE_PASSWORD_FILE="$credentials/db-$1")
+  # The ingest never talks to the broker: it gets no broker password.
+  [ "$1" = ingest ] || service_env+=("${app_env[@]}")
+}
+as_service() { service_env "$1"; shift; env "${service_env[@]}" "$@"; }
+as_app() { env "${app_env[@]}" "$@"; }
 
 # --- MariaDB and RabbitMQ: installed and started only when missing (and only when they are local) ---
 if is_local "$db_host" || is_local "$amqp_host"; then
@@ -126,6 +169,21 @@ fi
 if is_local "$amqp_host"; then
   # The management UI, for operators (best effort: already on, or unavailable on this install).
   timeout 60 rabbitmq-plugins enable rabbitmq_management >/dev/null 2>&1 || true
+  describe perm "$bin/report-worker" topology permissions
+  rmq_user() { # name, password file, tag, configure, write, read
+    rabbitmqctl -q add_user "$1" "$(cat "$2")" >/dev/null 2>&1 || rabbitmqctl -q change_password "$1" "$(cat "$2")" >/dev/null ||
+      die "cannot create the RabbitMQ user $1"
+    rabbitmqctl -q set_user_tags "$1" $3 >/dev/null
+    rabbitmqctl -q set_permissions -p "$amqp_vhost" "$1" "$4" "$5" "$6" >/dev/null || die "cannot set the permissions of $1"
+  }
+  made_users=true
+  rmq_user "$amqp_app_user" "$credentials/amqp-app" "" "$perm_app_configure" "$perm_app_write" "$perm_app_read"
+  $smoke || rmq_user "$amqp_ops_user" "$credentials/amqp-ops" monitoring \
+    "$perm_monitoring_configure" "$perm_monitoring_write" "$perm_monitoring_read"
+  say "RabbitMQ user $amqp_app_user (the services)$($smoke || echo " and $amqp_ops_user (monitoring)") on vhost $amqp_vhost"
+else
+  say "RabbitMQ on $amqp_host is not local: the services use AMQP_URL as given (create its users as the README says)"
+  app_env=()
 fi
 
 say "database $db_database on $db_host:$db_port"
@@ -135,8 +193,15 @@ case $("$bin/ingest-worker" database create) in
   *) die "cannot create database $db_database: create it, or give a DATABASE_URL whose user may" ;;
 esac
 
+say "migrate step: migrations, then the users $APP__DATABASE_USERS__GATEWAY_USER, $APP__DATABASE_USERS__INGEST_USER, $APP__DATABASE_USERS__WORKER_USER and their grants"
+made_users=true
+if ! "$bin/ingest-worker" migrate --users >"$run_dir/migrate.log" 2>&1; then
+  tail -20 "$run_dir/migrate.log" >&2
+  die "the migrate step failed (log: $run_dir/migrate.log)"
+fi
+
 say "loading $DATA_DIR"
-if ! "$bin/ingest-worker" --once >"$run_dir/first-load.log" 2>&1; then
+if ! as_service ingest "$bin/ingest-worker" --once >"$run_dir/first-load.log" 2>&1; then
   tail -20 "$run_dir/first-load.log" >&2
   die "the first load failed (log: $run_dir/first-load.log)"
 fi
@@ -173,10 +238,13 @@ api_token=$(sed -n 1p <<<"$token_lines")
 (umask 077 && sed -n 2p <<<"$token_lines" >"$run_dir/tokens")
 auth=(-H "Authorization: Bearer $api_token")
 
-APP__AUTH__TOKENS_FILE=$run_dir/tokens BIND_ADDR=127.0.0.1:$PORT start api-gateway "$bin/api-gateway"
-start ingest-worker "$bin/ingest-worker"
+service_env gateway
+APP__AUTH__TOKENS_FILE=$run_dir/tokens BIND_ADDR=127.0.0.1:$PORT start api-gateway env "${service_env[@]}" "$bin/api-gateway"
+service_env ingest
+start ingest-worker env "${service_env[@]}" "$bin/ingest-worker"
+service_env worker
 for i in $(seq 1 "$REPORT_WORKERS"); do
-  start "report-worker-$i" "$bin/report-worker" run
+  start "report-worker-$i" env "${service_env[@]}" "$bin/report-worker" run
 done
 
 deadline=$((SECONDS + 60))
@@ -193,7 +261,7 @@ cat <<TXT
 Restaurant Monitor is running (logs in $run_dir/).
   API:            $api   (OpenAPI: $api/openapi.json, metrics: $api/metrics)
   API token:      $api_token   (admin, this run only; its digest is in $run_dir/tokens)
-  RabbitMQ UI:    http://$amqp_host:15672   (user $amqp_user, the password of AMQP_URL)
+  RabbitMQ UI:    http://$amqp_host:15672   (user $amqp_ops_user, password in $credentials/amqp-ops)
   Report workers: $REPORT_WORKERS
   Data:           $DATA_DIR   (loaded now and every hour)
 

@@ -1,4 +1,4 @@
-//! Builds the gateway from its settings: migrations, the MySQL pool, the RabbitMQ publisher, the HTTP
+//! Builds the gateway from its settings: the schema check, the MySQL pool, the RabbitMQ publisher, the HTTP
 //! server on a bound listener (port 0 in tests) and the outbox relay.
 
 use std::net::TcpListener;
@@ -117,11 +117,11 @@ fn authenticator(settings: &AuthSettings) -> anyhow::Result<Authenticator> {
     Ok(authenticator)
 }
 
-/// Migrations, then the pool, whose first connection is opened here: both block, so neither runs on the
+/// The schema check, then the pool, whose first connection is opened here: both block, so neither runs on the
 /// async thread.
 async fn open_database(settings: &DatabaseSettings) -> anyhow::Result<DbPool> {
     let settings = settings.clone();
-    let pool = tokio::task::spawn_blocking(move || db::migrate_then_pool(&settings))
+    let pool = tokio::task::spawn_blocking(move || db::check_schema_then_pool(&settings))
         .await
         .context("the database start-up task stopped")??;
     Ok(pool)

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use shared_model::grants::Role;
 use shared_model::settings::DatabaseSettings;
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -24,6 +25,61 @@ pub struct Settings {
     /// How files are read and how long polls are kept (`APP__INGEST__…`).
     #[serde(default)]
     pub ingest: IngestSettings,
+    /// The services' MySQL users that `ingest-worker migrate --users` creates (`APP__DATABASE_USERS__…`).
+    #[serde(default)]
+    pub database_users: DatabaseUsersSettings,
+}
+
+/// The `database_users` section: the name of each service's user and the file holding its password.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct DatabaseUsersSettings {
+    #[serde(default = "default_gateway_user")]
+    pub gateway_user: String,
+    #[serde(default = "default_ingest_user")]
+    pub ingest_user: String,
+    #[serde(default = "default_worker_user")]
+    pub worker_user: String,
+    /// Files with one password each (first line); required by `migrate --users`.
+    #[serde(default)]
+    pub gateway_password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub ingest_password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub worker_password_file: Option<PathBuf>,
+}
+
+impl Default for DatabaseUsersSettings {
+    fn default() -> Self {
+        DatabaseUsersSettings {
+            gateway_user: default_gateway_user(),
+            ingest_user: default_ingest_user(),
+            worker_user: default_worker_user(),
+            gateway_password_file: None,
+            ingest_password_file: None,
+            worker_password_file: None,
+        }
+    }
+}
+
+impl DatabaseUsersSettings {
+    /// The user name and password file of `role`.
+    pub fn of(&self, role: Role) -> (&str, Option<&std::path::Path>) {
+        match role {
+            Role::Gateway => (&self.gateway_user, self.gateway_password_file.as_deref()),
+            Role::Ingest => (&self.ingest_user, self.ingest_password_file.as_deref()),
+            Role::Worker => (&self.worker_user, self.worker_password_file.as_deref()),
+        }
+    }
+}
+
+fn default_gateway_user() -> String {
+    "rm_gateway".into()
+}
+fn default_ingest_user() -> String {
+    "rm_ingest".into()
+}
+fn default_worker_user() -> String {
+    "rm_worker".into()
 }
 
 /// The `ingest` section.
@@ -57,6 +113,7 @@ impl Settings {
             ingest_interval_seconds: default_interval_seconds(),
             ingest_lock_wait_seconds: default_lock_wait_seconds(),
             ingest: IngestSettings::default(),
+            database_users: DatabaseUsersSettings::default(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! report: full read) and warm (a second report on unchanged data), and the same split by phase without
 //! the broker.
 //!
+//!     DATABASE_URL=mysql://root@127.0.0.1/bench ingest-worker migrate
 //!     DATA_DIR=/tmp/fullset DATABASE_URL=mysql://root@127.0.0.1/bench ingest-worker --once
 //!     DATABASE_URL=mysql://root@127.0.0.1/bench cargo bench -p report-worker --bench report_path
 //!
@@ -35,7 +36,10 @@ fn main() -> anyhow::Result<()> {
     let pool = db::pool(&url, 8)?;
     let polls: i64 = shared_model::schema::polls::table.count().get_result(&mut pool.get()?)?;
     if polls == 0 {
-        bail!("{} has no polls: load a data set first (ingest-worker --once)", db::redact_url(&url));
+        bail!(
+            "{} has no polls: migrate and load a data set first (ingest-worker migrate, then --once)",
+            db::redact_url(&url)
+        );
     }
     println!("database:        {} ({polls} polls)", db::redact_url(&url));
 

@@ -43,7 +43,7 @@ const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(30);
 /// The longest wait before a failed job goes back to the queue.
 const RETRY_DELAY_MAX: Duration = Duration::from_secs(60);
 
-/// Connects to MySQL (migrating it) and runs [`consume`] until `shutdown` resolves.
+/// Connects to MySQL (the schema must be migrated) and runs [`consume`] until `shutdown` resolves.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let pool = open_database(&settings).await?;
     let mut handler = JobHandler::new(pool.clone(), settings.worker.clone(), settings.amqp.delivery_limit);
@@ -59,7 +59,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     consume(&settings, handler, pool, shutdown).await
 }
 
-/// Validates the worker's settings, migrates the database and opens the pool, sized so every job in hand
+/// Validates the worker's settings, checks the schema is migrated and opens the pool, sized so every job in hand
 /// has a connection for its read and writes and another for its progress ticker.
 pub async fn open_database(settings: &Settings) -> anyhow::Result<DbPool> {
     settings.worker.validate()?;
@@ -67,7 +67,7 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<DbPool> {
         pool_size: settings.database.pool_size.max(2 * u32::from(settings.worker.prefetch) + 1),
         ..settings.database.clone()
     };
-    let pool = tokio::task::spawn_blocking(move || db::migrate_then_pool(&database))
+    let pool = tokio::task::spawn_blocking(move || db::check_schema_then_pool(&database))
         .await
         .context("the MySQL start-up task panicked")??;
     Ok(pool)
@@ -126,7 +126,7 @@ async fn session(
                     let marker = Marker {
                         pool: pool.clone(),
                         channel: broker.marker_channel.clone(),
-                        queue: settings.amqp.failed_marker_queue(),
+                        exchange: settings.amqp.dead_letter_exchange.clone(),
                         retry_delay: Duration::from_millis(settings.worker.marker_retry_delay_ms),
                         max_attempts: settings.worker.marker_max_attempts,
                     };
@@ -258,7 +258,8 @@ struct Marker {
     pool: DbPool,
     /// The channel the delivery came on: the republished copy is confirmed on it.
     channel: lapin::Channel,
-    queue: String,
+    /// The dead-letter exchange: a copy put back goes through it with [`queue::MARKER_RETRY_ROUTING_KEY`].
+    exchange: String,
     retry_delay: Duration,
     max_attempts: u32,
 }
@@ -328,8 +329,8 @@ async fn retry_later(marker: &Marker, delivery: &Delivery, attempts: u32) {
     let published = marker
         .channel
         .basic_publish(
-            "".into(),
-            marker.queue.as_str().into(),
+            marker.exchange.as_str().into(),
+            queue::MARKER_RETRY_ROUTING_KEY.into(),
             BasicPublishOptions::default(),
             &delivery.data,
             properties,

@@ -3,7 +3,10 @@
 //! `report-worker topology names <SUFFIX>` — the topology's settings with every name suffixed, as
 //! `APP__AMQP__…=…` lines (a smoke run's own names); `report-worker topology declare|delete` — declare or
 //! delete every exchange and queue of the configured topology; `report-worker topology describe` — the
-//! broker's `host=` and `user=` (so no script parses `AMQP_URL`).
+//! broker's `host=`, `port=`, `vhost=` and `user=` (so no script parses `AMQP_URL`);
+//! `report-worker topology permissions` — the RabbitMQ permission regexes of the services' user
+//! (`app_configure=`, `app_write=`, `app_read=`) and of the operators' monitoring user (`monitoring_…=`),
+//! derived from the configured names.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +17,7 @@ use shared_model::queue;
 use uptime_core::time::format_micros;
 
 const USAGE: &str = "usage: report-worker [run]\n       report-worker compute --data <DIR> [--out <FILE>]\n       \
-                     report-worker topology names <SUFFIX> | declare | delete | describe";
+                     report-worker topology names <SUFFIX> | declare | delete | describe | permissions";
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -96,7 +99,9 @@ fn topology(args: &[String]) -> ExitCode {
         }
         [verb] if verb == "describe" => match amqp.url.parse::<lapin::uri::AMQPUri>() {
             Ok(uri) => {
-                println!("host={}\nuser={}", uri.authority.host, uri.authority.userinfo.username);
+                let authority = &uri.authority;
+                println!("host={}\nport={}\nvhost={}", authority.host, authority.port, uri.vhost);
+                println!("user={}", authority.userinfo.username);
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -104,6 +109,16 @@ fn topology(args: &[String]) -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        [verb] if verb == "permissions" => {
+            for (who, permissions) in
+                [("app", queue::app_permissions(&amqp)), ("monitoring", queue::monitoring_permissions(&amqp))]
+            {
+                println!("{who}_configure={}", permissions.configure);
+                println!("{who}_write={}", permissions.write);
+                println!("{who}_read={}", permissions.read);
+            }
+            ExitCode::SUCCESS
+        }
         [verb] if verb == "declare" || verb == "delete" => {
             let delete = verb == "delete";
             block_on(async move {

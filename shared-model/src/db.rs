@@ -30,6 +30,14 @@ pub enum DbError {
     MigrationLockTimeout(u32),
     #[error("DATABASE_URL {url} cannot be used: {why}")]
     BadUrl { url: String, why: String },
+    #[error("{0}")]
+    BadUser(String),
+    #[error(
+        "the database schema is behind this release: {} migration(s) pending ({}). Run the migrate step \
+         first: `ingest-worker migrate --users` with the administrator's DATABASE_URL (docker compose: the \
+         migrate service)", .pending.len(), .pending.join(", ")
+    )]
+    SchemaBehind { pending: Vec<String> },
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
 }
@@ -167,16 +175,50 @@ where
     }
 }
 
-/// What every service does at start: applies pending migrations on a connection of its own (MySQL DDL
-/// commits implicitly, so it must not run inside a pooled session that may hold a transaction), then
-/// builds the pool of `settings.pool_size` connections (at least one). Blocks: call it off the async
-/// threads (`spawn_blocking`).
-pub fn migrate_then_pool(settings: &DatabaseSettings) -> Result<DbPool, DbError> {
-    migrate(&settings.url)?;
+/// What every service does at start: checks that every migration of this release is applied (services
+/// never migrate: their users may not change the schema), then builds the pool of `settings.pool_size`
+/// connections (at least one). Blocks: call it off the async threads (`spawn_blocking`).
+pub fn check_schema_then_pool(settings: &DatabaseSettings) -> Result<DbPool, DbError> {
+    check_schema(&mut connect(&settings.url)?)?;
     pool(&settings.url, settings.pool_size.max(1))
 }
 
-/// Applies pending migrations on a connection of its own and logs what it did.
+/// [`DbError::SchemaBehind`] when a migration of this release is not applied; a schema ahead of the
+/// release (a newer release migrated it first) is fine.
+pub fn check_schema(conn: &mut MysqlConnection) -> Result<(), DbError> {
+    let pending = pending_migrations(conn)?;
+    if pending.is_empty() { Ok(()) } else { Err(DbError::SchemaBehind { pending }) }
+}
+
+#[derive(QueryableByName)]
+struct AppliedVersion {
+    #[diesel(sql_type = Text)]
+    version: String,
+}
+
+/// The versions of this release's migrations that the database lacks, oldest first. Reads diesel's table
+/// itself: diesel's own `pending_migrations` creates that table when missing, which a service's user
+/// may not do.
+pub fn pending_migrations(conn: &mut MysqlConnection) -> Result<Vec<String>, DbError> {
+    let table = crate::grants::MIGRATIONS_TABLE;
+    let applied: Vec<String> = match sql_query(format!("SELECT version FROM {table}")).load::<AppliedVersion>(conn) {
+        Ok(rows) => rows.into_iter().map(|row| row.version).collect(),
+        // ER_NO_SUCH_TABLE: a database never migrated.
+        Err(diesel::result::Error::DatabaseError(_, info)) if info.message().contains("doesn't exist") => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let known = diesel::migration::MigrationSource::<diesel::mysql::Mysql>::migrations(&MIGRATIONS)
+        .map_err(|e| DbError::Migration(e.to_string()))?;
+    let mut pending: Vec<String> = known
+        .iter()
+        .map(|migration| migration.name().version().to_string())
+        .filter(|version| !applied.contains(version))
+        .collect();
+    pending.sort();
+    Ok(pending)
+}
+
+/// Applies pending migrations on a connection of its own and logs what it did: the migrate step.
 pub fn migrate(url: &str) -> Result<(), DbError> {
     let applied = run_migrations(&mut connect(url)?)?;
     if applied.is_empty() {
@@ -256,8 +298,7 @@ impl std::fmt::Display for DatabaseUrl {
 /// A database name that can be quoted as an identifier with no escaping, and that a person can read.
 fn checked_database_name(url: &DatabaseUrl) -> Result<&str, DbError> {
     let name = url.database();
-    let fine = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if fine {
+    if is_plain_database_name(name) {
         Ok(name)
     } else {
         Err(DbError::BadUrl {
@@ -265,6 +306,10 @@ fn checked_database_name(url: &DatabaseUrl) -> Result<&str, DbError> {
             why: "its database name must be 1 to 64 letters, digits or underscores".into(),
         })
     }
+}
+
+pub(crate) fn is_plain_database_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// Creates the URL's database (utf8mb4) unless it exists; true when this call created it.

@@ -3,6 +3,7 @@
 //! with the `queue` feature, for the gateway and the report workers — the RabbitMQ topology.
 
 pub mod db;
+pub mod grants;
 pub mod messages;
 pub mod models;
 #[cfg(feature = "queue")]

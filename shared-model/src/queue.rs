@@ -35,6 +35,9 @@ use crate::settings::AmqpSettings;
 pub const JOB_ROUTING_KEY: &str = "report.requested";
 /// Routing key of a dead-lettered job, from the dead-letter exchange to the dead-letter queue.
 pub const DEAD_LETTER_ROUTING_KEY: &str = "report.dead-lettered";
+/// Routing key of a failed-marker copy put back for another try: bound to the failed-marker queue alone,
+/// so the retry goes through the project's own exchange (the app user may not write to the default one).
+pub const MARKER_RETRY_ROUTING_KEY: &str = "report.mark-failed-retry";
 /// AMQP `delivery_mode` of a message the broker writes to disk.
 const PERSISTENT: u8 = 2;
 /// One connection attempt never waits longer than this (a black-holed host would hang for minutes).
@@ -230,16 +233,65 @@ async fn declare_failed_marker(channel: &Channel, settings: &AmqpSettings) -> Re
     // A classic durable queue: the marker hands a message back while MySQL is down, as often as it takes,
     // and quorum queues of RabbitMQ 4 drop a message after 20 returns by default.
     channel.queue_declare(short(&marker), durable_queue(), FieldTable::default()).await.map_err(declare_error)?;
-    channel
-        .queue_bind(
-            short(&marker),
-            short(&settings.dead_letter_exchange),
-            short(DEAD_LETTER_ROUTING_KEY),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(declare_error)
+    for routing_key in [DEAD_LETTER_ROUTING_KEY, MARKER_RETRY_ROUTING_KEY] {
+        channel
+            .queue_bind(
+                short(&marker),
+                short(&settings.dead_letter_exchange),
+                short(routing_key),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(declare_error)?;
+    }
+    Ok(())
+}
+
+/// RabbitMQ permissions (regular expressions of resource names) of one user on the vhost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permissions {
+    pub configure: String,
+    pub write: String,
+    pub read: String,
+}
+
+/// `^(a|b|…)$` matching exactly these names.
+fn exactly(names: &[&str]) -> String {
+    let escaped: Vec<String> = names
+        .iter()
+        .map(|name| {
+            name.chars().fold(String::new(), |mut out, c| {
+                if r"\.^$|?*+()[]{}".contains(c) {
+                    out.push('\\');
+                }
+                out.push(c);
+                out
+            })
+        })
+        .collect();
+    format!("^({})$", escaped.join("|"))
+}
+
+/// What the services' user may do: declare, delete, bind, publish to and consume exactly the exchanges
+/// and queues of [`declare_topology`] (queue.bind needs write on the queue and read on the exchange;
+/// publishing, write on the exchange), and nothing else on the vhost.
+pub fn app_permissions(settings: &AmqpSettings) -> Permissions {
+    let marker = settings.failed_marker_queue();
+    let all = exactly(&[
+        &settings.exchange,
+        &settings.queue,
+        &settings.dead_letter_exchange,
+        &settings.dead_letter_queue,
+        &marker,
+    ]);
+    Permissions { configure: all.clone(), write: all.clone(), read: all }
+}
+
+/// What the operators' `monitoring` user may do besides seeing everything in the management UI: read
+/// (*Get messages*) the dead-letter queue, and change nothing.
+pub fn monitoring_permissions(settings: &AmqpSettings) -> Permissions {
+    Permissions { configure: "^$".into(), write: "^$".into(), read: exactly(&[&settings.dead_letter_queue]) }
 }
 
 /// Deletes what [`declare_topology`] declared, messages included: for tests and smoke runs with names of
@@ -408,6 +460,19 @@ mod tests {
         assert_eq!(properties.delivery_mode(), &Some(PERSISTENT));
         assert_eq!(properties.content_type().as_ref().map(|c| c.as_str()), Some("application/json"));
         assert_eq!(properties.message_id().as_ref().map(|c| c.as_str()), Some("V1StGXR8_Z5jdHi6B-myT"));
+    }
+
+    #[test]
+    fn the_app_user_may_touch_exactly_the_topology() {
+        let settings = AmqpSettings::default().with_suffix("t1");
+        let permissions = app_permissions(&settings);
+        assert_eq!(
+            permissions.configure,
+            "^(restaurant-monitor\\.reports\\.t1|restaurant-monitor\\.report-jobs\\.v1\\.t1|\
+             restaurant-monitor\\.reports\\.dead-letter\\.t1|restaurant-monitor\\.report-jobs\\.dead-letter\\.t1|\
+             restaurant-monitor\\.report-jobs\\.dead-letter\\.t1\\.mark-failed)$"
+        );
+        assert_eq!(monitoring_permissions(&settings).write, "^$");
     }
 
     #[test]

@@ -114,6 +114,11 @@ const PLAIN_OVERRIDES: &[(&str, &str)] = &[
     ("DATA_DIR", "data_dir"),
 ];
 
+/// Files holding the password of a URL setting (Docker secrets): the URL is written without one and the
+/// password is read from the file (first line) and put in it. Read here, so every binary takes them.
+const PASSWORD_FILES: &[(&str, &str)] =
+    &[("DATABASE_PASSWORD_FILE", "database.url"), ("AMQP_PASSWORD_FILE", "amqp.url")];
+
 /// Loads settings of type `T` from the layers described above.
 pub fn load<T: DeserializeOwned>() -> Result<T, config::ConfigError> {
     let dir = std::env::var("APP_CONFIG_DIR").unwrap_or_else(|_| "config".into());
@@ -127,5 +132,66 @@ pub fn load<T: DeserializeOwned>() -> Result<T, config::ConfigError> {
             builder = builder.set_override(*key, value)?;
         }
     }
-    builder.build()?.try_deserialize()
+    let mut built = builder.build()?;
+    let mut with_passwords = config::Config::builder().add_source(built.clone());
+    let mut changed = false;
+    for (var, key) in PASSWORD_FILES {
+        let Ok(file) = std::env::var(var) else { continue };
+        let url = built
+            .get_string(key)
+            .map_err(|_| config::ConfigError::Message(format!("{var} is set, but {key} is not: give the URL too")))?;
+        let password = std::fs::read_to_string(&file)
+            .map_err(|e| config::ConfigError::Message(format!("{var}: cannot read {file}: {e}")))?;
+        let password = password.lines().next().unwrap_or("").trim();
+        if password.is_empty() {
+            return Err(config::ConfigError::Message(format!("{var}: {file} holds no password")));
+        }
+        let url =
+            url_with_password(&url, password).map_err(|why| config::ConfigError::Message(format!("{key}: {why}")))?;
+        with_passwords = with_passwords.set_override(*key, url)?;
+        changed = true;
+    }
+    if changed {
+        built = with_passwords.build()?;
+    }
+    built.try_deserialize()
+}
+
+/// `scheme://user@host…` with `password` (percent-encoded) after the user. A URL that already has a
+/// password, or names no user, is refused: two sources of one password would be a trap.
+pub fn url_with_password(url: &str, password: &str) -> Result<String, String> {
+    let scheme_end = url.find("://").ok_or("it is not a URL")? + 3;
+    let authority_end = url[scheme_end..].find('/').map_or(url.len(), |i| scheme_end + i);
+    let at = url[scheme_end..authority_end].rfind('@').ok_or("it names no user to give the password to")? + scheme_end;
+    if url[scheme_end..at].contains(':') {
+        return Err("it has a password already; write it without one".into());
+    }
+    let mut encoded = String::with_capacity(password.len());
+    for byte in password.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    Ok(format!("{}:{encoded}{}", &url[..at], &url[at..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_with_password;
+
+    #[test]
+    fn a_password_from_a_file_goes_after_the_user() {
+        assert_eq!(
+            url_with_password("mysql://rm_gateway@mysql:3306/restaurant_monitor", "s3cret-x").as_deref(),
+            Ok("mysql://rm_gateway:s3cret-x@mysql:3306/restaurant_monitor")
+        );
+        assert_eq!(
+            url_with_password("amqp://restaurant-monitor@rabbitmq:5672/%2f", "a/b@c").as_deref(),
+            Ok("amqp://restaurant-monitor:a%2Fb%40c@rabbitmq:5672/%2f")
+        );
+        assert!(url_with_password("mysql://u:p@h/db", "x").is_err());
+        assert!(url_with_password("mysql://h/db", "x").is_err());
+    }
 }

@@ -4,6 +4,7 @@ use std::sync::OnceLock;
 
 use diesel::mysql::MysqlConnection;
 use shared_model::db::{self, DatabaseUrl, DbPool};
+use shared_model::grants::{self, Role};
 use shared_model::settings::DatabaseSettings;
 
 /// Connections in [`TestDatabase::pool`] and in [`TestDatabase::settings`].
@@ -65,6 +66,17 @@ impl TestDatabase {
         self.pool.get_or_init(|| db::pool(&self.url, POOL_SIZE).expect("a pool on the test database"))
     }
 
+    /// A MySQL user of `role` on this database with exactly the grants of the migrate step
+    /// (`shared_model::grants`), named uniquely and dropped with the value.
+    pub fn user(&self, role: Role) -> TestUser {
+        let name = format!("rm_t_{}_{}", role.name(), crate::unique_suffix());
+        let password = format!("pw_{}_{}", crate::unique_suffix(), crate::unique_suffix());
+        let mut conn = self.conn();
+        grants::apply(&mut conn, role, &self.name, &name, &password).expect("create the test user");
+        let url = format!("mysql://{name}:{password}@{}:{}/{}", self.admin.host(), self.admin.port(), self.name);
+        TestUser { name, url, admin: self.admin.clone() }
+    }
+
     /// The settings a service takes to use this database.
     pub fn settings(&self) -> DatabaseSettings {
         DatabaseSettings { url: self.url.clone(), pool_size: POOL_SIZE, read_url: None }
@@ -81,6 +93,31 @@ impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Err(error) = db::drop_database(&self.admin) {
             eprintln!("could not drop the test database {}: {error}", self.name);
+        }
+    }
+}
+
+/// A MySQL user made by [`TestDatabase::user`], dropped with the value.
+pub struct TestUser {
+    pub name: String,
+    /// The test database's URL with this user's name and password.
+    pub url: String,
+    admin: DatabaseUrl,
+}
+
+impl TestUser {
+    /// A new connection as this user.
+    pub fn conn(&self) -> MysqlConnection {
+        db::connect(&self.url).expect("connect as the test user")
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let dropped =
+            db::connect(&self.admin.admin().to_string()).and_then(|mut conn| grants::drop_user(&mut conn, &self.name));
+        if let Err(error) = dropped {
+            eprintln!("could not drop the test user {}: {error}", self.name);
         }
     }
 }

@@ -18,12 +18,12 @@ mod wait;
 #[cfg(feature = "worker")]
 pub mod worker;
 
-pub use database::{TestDatabase, server};
+pub use database::{TestDatabase, TestUser, server};
 pub use files::{TempDir, report_fixture};
 pub use reports::{ReportRow, create_report, job_body, new_report_id, report_row, sample_csv};
 pub use tokens::{TestTokens, tokens_line};
 #[cfg(feature = "broker")]
-pub use topology::{TestTopology, amqp_url, take_message};
+pub use topology::{TestBrokerUser, TestTopology, amqp_url, take_message};
 pub use wait::wait_for;
 
 const LOWERCASE: [char; 36] = [

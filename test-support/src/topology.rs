@@ -133,3 +133,62 @@ pub async fn take_message(channel: &Channel, queue_name: &str, within: Duration)
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A RabbitMQ user of its own with the given permissions on the broker's vhost, made with `rabbitmqctl`
+/// (the broker must be this machine's) and deleted with the value.
+pub struct TestBrokerUser {
+    pub name: String,
+    /// `AMQP_URL` with this user's name and password.
+    pub url: String,
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs (the tests make broker users with it, so the broker must be local)");
+    assert!(output.status.success(), "rabbitmqctl {}: {}", args[0], String::from_utf8_lossy(&output.stderr));
+}
+
+impl TestBrokerUser {
+    pub fn new(permissions: &queue::Permissions) -> TestBrokerUser {
+        let name = format!("rm-t-{}", crate::unique_suffix());
+        let password = crate::unique_suffix();
+        let base = amqp_url();
+        let uri: lapin::uri::AMQPUri = base.parse().expect("AMQP_URL is an amqp:// URL");
+        rabbitmqctl(&["add_user", &name, &password]);
+        let user = TestBrokerUser {
+            url: format!(
+                "amqp://{name}:{password}@{}:{}/{}",
+                uri.authority.host,
+                uri.authority.port,
+                vhost_path(&uri.vhost)
+            ),
+            name,
+        };
+        rabbitmqctl(&[
+            "set_permissions",
+            "-p",
+            &uri.vhost,
+            &user.name,
+            &permissions.configure,
+            &permissions.write,
+            &permissions.read,
+        ]);
+        user
+    }
+}
+
+/// The vhost as the path of a URL (`/` is `%2f`).
+fn vhost_path(vhost: &str) -> String {
+    vhost.replace('%', "%25").replace('/', "%2f")
+}
+
+impl Drop for TestBrokerUser {
+    fn drop(&mut self) {
+        let deleted = std::process::Command::new("rabbitmqctl").args(["delete_user", &self.name]).output();
+        if !deleted.is_ok_and(|output| output.status.success()) {
+            eprintln!("could not delete the test broker user {}", self.name);
+        }
+    }
+}

@@ -235,3 +235,70 @@ fn the_worker_repeats_at_the_configured_interval_and_stops_on_sigterm() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn the_worker_refuses_a_database_that_is_not_migrated_and_says_how_to_migrate() {
+    let db = TestDatabase::empty("rm_t_");
+    let folder = basic_folder();
+    let output = Command::new(env!("CARGO_BIN_EXE_ingest-worker"))
+        .arg("--once")
+        .env("DATABASE_URL", db.url())
+        .env("DATA_DIR", &folder.path)
+        .env("APP_CONFIG_DIR", folder.path.join("no-config-here"))
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("the binary runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("migration(s) pending (20261128000001"), "{stderr}");
+    assert!(stderr.contains("ingest-worker migrate --users"), "{stderr}");
+    let mut conn = db.conn();
+    assert!(db::pending_migrations(&mut conn).expect("read").len() >= 6, "nothing was migrated");
+}
+
+/// `migrate --users` (the migrate step of compose and `deploy/local.sh`) makes the three users; the
+/// ingest then loads as its own user, its password read from a file.
+#[test]
+fn the_migrate_step_creates_the_service_users_and_the_ingest_loads_as_its_own() {
+    let db = TestDatabase::empty("rm_t_");
+    let folder = basic_folder();
+    let suffix = test_support::unique_suffix();
+    let users: Vec<(&str, String)> = ["GATEWAY", "INGEST", "WORKER"]
+        .iter()
+        .map(|role| (*role, format!("rm_t_{}_{suffix}", role.to_lowercase())))
+        .collect();
+    let mut migrate = Command::new(env!("CARGO_BIN_EXE_ingest-worker"));
+    migrate.args(["migrate", "--users"]).env("DATABASE_URL", db.url()).env("APP_CONFIG_DIR", &folder.path);
+    for (role, user) in &users {
+        let file = folder.write(&format!("{role}.password"), &format!("password-of-{user}\n"));
+        migrate.env(format!("APP__DATABASE_USERS__{role}_USER"), user);
+        migrate.env(format!("APP__DATABASE_USERS__{role}_PASSWORD_FILE"), file);
+    }
+    let drop_users = || {
+        let mut drop = Command::new(env!("CARGO_BIN_EXE_ingest-worker"));
+        drop.args(["database", "drop-users"]).env("DATABASE_URL", db.url()).env("APP_CONFIG_DIR", &folder.path);
+        for (role, user) in &users {
+            drop.env(format!("APP__DATABASE_USERS__{role}_USER"), user);
+        }
+        drop.status().expect("drop-users runs")
+    };
+    let migrated = migrate.status().expect("migrate runs");
+    let ingest_user = &users[1].1;
+    let url = db.url().replacen("root@", &format!("{ingest_user}@"), 1);
+    let loaded = Command::new(env!("CARGO_BIN_EXE_ingest-worker"))
+        .arg("--once")
+        .env("DATABASE_URL", &url)
+        .env("DATABASE_PASSWORD_FILE", folder.path.join("INGEST.password"))
+        .env("DATA_DIR", &folder.path)
+        .env("APP_CONFIG_DIR", folder.path.join("no-config-here"))
+        .env("RUST_LOG", "warn")
+        .status()
+        .expect("the binary runs");
+    let dropped = drop_users();
+    assert!(migrated.success(), "migrate --users");
+    assert!(loaded.success(), "the ingest loads as {ingest_user}");
+    assert_eq!(count(&mut db.conn(), "polls"), 6);
+    assert!(dropped.success());
+    let left: i64 = count(&mut db.conn(), &format!("mysql.user WHERE user LIKE 'rm_t_%{suffix}'"));
+    assert_eq!(left, 0, "drop-users dropped them");
+}

@@ -377,3 +377,13 @@ async fn a_marker_message_whose_database_error_persists_is_given_up_after_the_ca
     .await;
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn the_worker_refuses_to_start_on_a_database_that_is_not_migrated() {
+    let db = test_support::TestDatabase::empty("rm_t_");
+    let topology = TestTopology::new();
+    let settings = worker_settings(&db, &topology, WorkerSettings::default());
+    let error = format!("{:#}", consumer::open_database(&settings).await.expect_err("an empty database is refused"));
+    assert!(error.contains("migration(s) pending (20261128000001"), "{error}");
+    assert!(error.contains("ingest-worker migrate --users"), "{error}");
+}
