@@ -10,7 +10,10 @@ use chrono::{NaiveDateTime, Utc};
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use shared_model::db::DbPool;
-use shared_model::models::reports::{self, Created, Progress, Report, ReportChunk, ReportStatus};
+use shared_model::models::idempotency_keys::{KEY_LIFETIME_HOURS, MAX_KEY_LEN};
+use shared_model::models::reports::{
+    self, Created, Idempotency, NewReport, Progress, Report, ReportChunk, ReportStatus,
+};
 use shared_model::models::versions::DataVersion;
 
 use crate::cache::CompletedReport;
@@ -18,10 +21,18 @@ use crate::db;
 use crate::error::{ApiError, method_not_allowed};
 use crate::publisher;
 use crate::state::AppState;
+use uptime_core::engine::Horizon;
 
 /// Tells a client that asked for CSV what it got (and one that polls with `Accept: text/csv` whether
 /// the body is the report or a status).
 pub const REPORT_STATUS_HEADER: header::HeaderName = header::HeaderName::from_static("x-report-status");
+/// The trigger's deduplication key (as in the IETF draft and the payment APIs that use it).
+pub const IDEMPOTENCY_KEY_HEADER: header::HeaderName = header::HeaderName::from_static("idempotency-key");
+/// Set on a trigger's answer that replays the report an idempotency key created earlier.
+pub const IDEMPOTENT_REPLAYED_HEADER: header::HeaderName = header::HeaderName::from_static("idempotent-replayed");
+/// How long a client should wait before asking again about a Running report: progress is written every
+/// 250 ms and a full-size report takes about a second, so a couple of seconds keeps polls few.
+pub const RETRY_AFTER_SECONDS: u32 = 2;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -53,27 +64,58 @@ struct Triggered<'a> {
 }
 
 /// Creates the report, and answers 202. A report of data that has not changed since a Running or Complete,
-/// unexpired report shares that computation: no job. Any other is created in the outbox and its job
-/// published with a confirm; a job the broker did not confirm in time is published by the outbox relay.
+/// unexpired report of the same options shares that computation: no job. Any other is created in the
+/// outbox and its job published with a confirm; a job the broker did not confirm in time is published by
+/// the outbox relay. An `Idempotency-Key` seen within 24 h answers the report it created (422 when the
+/// options differ), creating nothing.
 async fn trigger_report(
     state: web::Data<AppState>,
     request: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    discard_body(&request, body, state.settings.max_body_bytes).await?;
+    let options = trigger_options(&request, body, state.settings.max_body_bytes).await?;
+    let key = idempotency_key(request.headers())?;
     let report_id = nanoid::nanoid!();
     let created_at = Utc::now();
     let finished_after = created_at.naive_utc() - state.reports.retention();
     let created = {
         let report_id = report_id.clone();
+        let digest = options.digest();
         db::call(&state.pool, move |conn| {
-            reports::create_or_share(conn, &report_id, created_at.naive_utc(), finished_after)
+            let new = NewReport {
+                report_id: &report_id,
+                created_at: created_at.naive_utc(),
+                finished_after,
+                unknown_after_minutes: options.unknown_after_minutes,
+                idempotency: key.as_deref().map(|key| Idempotency {
+                    key,
+                    client: None,
+                    body_digest: &digest,
+                    seen_after: created_at.naive_utc() - chrono::Duration::hours(KEY_LIFETIME_HOURS),
+                }),
+            };
+            reports::create_or_share(conn, new)
         })
         .await?
     };
-    if let Created::Shares { shared_report_id } = created {
-        log::info!("report_id={report_id} triggered on unchanged data: shares report_id={shared_report_id}");
-        return Ok(triggered(&report_id));
+    match created {
+        Created::Replayed { report_id: earlier } => {
+            log::info!("trigger with a known idempotency key: answers report_id={earlier}");
+            let mut response = triggered(&earlier);
+            response.headers_mut().insert(IDEMPOTENT_REPLAYED_HEADER, header::HeaderValue::from_static("true"));
+            return Ok(response);
+        }
+        Created::KeyReused => {
+            return Err(ApiError::Unprocessable(format!(
+                "this Idempotency-Key was used in the last {KEY_LIFETIME_HOURS} hours with another request body; \
+                 use a new key for a new request"
+            )));
+        }
+        Created::Shares { shared_report_id } => {
+            log::info!("report_id={report_id} triggered on unchanged data: shares report_id={shared_report_id}");
+            return Ok(triggered(&report_id));
+        }
+        Created::NeedsJob => {}
     }
     let job = publisher::report_job(&report_id, created_at);
     match state.publisher.publish(&job, state.settings.publish_timeout()).await {
@@ -99,8 +141,62 @@ fn triggered(report_id: &str) -> HttpResponse {
         .json(Triggered { report_id, status: ReportStatus::Running.as_str() })
 }
 
-/// The API reads no body, but refuses one larger than the limit (413) rather than read it for nothing.
-async fn discard_body(request: &HttpRequest, mut body: web::Payload, limit: usize) -> Result<(), ApiError> {
+/// The options of a trigger (SPEC §3): its optional JSON body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerOptions {
+    /// SPEC §2b's gap horizon, 1 to 1440 minutes.
+    unknown_after_minutes: Option<u16>,
+}
+
+impl TriggerOptions {
+    /// What an idempotency key remembers of the request: its options, not its bytes, so the same options
+    /// written with other white space (or an empty body and `{}`) are the same request.
+    fn digest(&self) -> String {
+        use sha2::Digest as _;
+        let canonical = format!("v1;unknown_after_minutes={:?}", self.unknown_after_minutes);
+        format!("{:x}", sha2::Sha256::digest(canonical.as_bytes()))
+    }
+}
+
+/// Reads the trigger's body (at most `limit` bytes, else 413) and parses its options: no body (or only
+/// white space) asks for none; otherwise a JSON object with only `unknown_after_minutes` (1 to 1440, or
+/// null), else 400.
+async fn trigger_options(request: &HttpRequest, body: web::Payload, limit: usize) -> Result<TriggerOptions, ApiError> {
+    let bytes = read_body(request, body, limit).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(TriggerOptions::default());
+    }
+    let bad_body = |e: serde_json::Error| {
+        ApiError::BadRequest(format!(
+            "the body must be a JSON object like {{\"unknown_after_minutes\": 60}} (or empty): {e}"
+        ))
+    };
+    // An object first: serde would also read the struct from an array.
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes).map_err(bad_body)?;
+    let options = TriggerOptions::deserialize(serde_json::Value::Object(object)).map_err(bad_body)?;
+    match options.unknown_after_minutes {
+        Some(minutes) if Horizon::minutes(u32::from(minutes)).is_none() => Err(ApiError::BadRequest(format!(
+            "unknown_after_minutes must be a whole number of minutes from 1 to 1440, not {minutes}"
+        ))),
+        _ => Ok(options),
+    }
+}
+
+/// The `Idempotency-Key` header, if any: 1 to 255 visible ASCII characters, else 400.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else { return Ok(None) };
+    let key = value.as_bytes();
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !key.iter().all(u8::is_ascii_graphic) {
+        return Err(ApiError::BadRequest(format!(
+            "the Idempotency-Key header must be 1 to {MAX_KEY_LEN} visible ASCII characters (no spaces)"
+        )));
+    }
+    Ok(Some(String::from_utf8_lossy(key).into_owned()))
+}
+
+/// Reads a body of at most `limit` bytes; a larger one is refused (413) without reading it all.
+async fn read_body(request: &HttpRequest, mut body: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -109,15 +205,15 @@ async fn discard_body(request: &HttpRequest, mut body: web::Payload, limit: usiz
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    let mut seen = 0usize;
+    let mut bytes = Vec::new();
     while let Some(piece) = body.next().await {
         let piece = piece.map_err(|e| ApiError::BadRequest(format!("the request body could not be read: {e}")))?;
-        seen += piece.len();
-        if seen > limit {
+        if bytes.len() + piece.len() > limit {
             return Err(ApiError::PayloadTooLarge(limit));
         }
+        bytes.extend_from_slice(&piece);
     }
-    Ok(())
+    Ok(bytes)
 }
 
 async fn get_report(
@@ -150,25 +246,27 @@ async fn download(state: web::Data<AppState>, report_id: web::Path<String>) -> R
     let report_id = report_id.into_inner();
     match load_view(&state, &report_id).await? {
         ReportView::Complete(report) => csv_response(&state, report_id, &report, true).await,
-        ReportView::Running { progress, data_version } => {
+        ReportView::Running { progress, data_version, about } => {
             let error = format!("report {report_id} is still running; download it once its status is Complete");
             let body = serde_json::to_value(Running {
                 report_id: &report_id,
                 status: ReportStatus::Running.as_str(),
                 progress,
                 data_version,
+                about,
                 error: Some(error),
             })
             .map_err(ApiError::internal)?;
             Err(ApiError::NotComplete { report_id, body })
         }
-        ReportView::Failed { error, data_version, expires_at } => {
+        ReportView::Failed { error, data_version, expires_at, about } => {
             let body = serde_json::to_value(Failed {
                 report_id: &report_id,
                 status: ReportStatus::Failed.as_str(),
                 error: &error,
                 data_version,
                 expires_at: rfc3339(expires_at),
+                about,
             })
             .map_err(ApiError::internal)?;
             Err(ApiError::NotComplete { report_id, body })
@@ -178,9 +276,34 @@ async fn download(state: web::Data<AppState>, report_id: web::Path<String>) -> R
 
 /// What a report answers, read from the cache or MySQL.
 enum ReportView {
-    Running { progress: Option<ProgressBody>, data_version: Option<DataVersionBody> },
+    Running { progress: Option<ProgressBody>, data_version: Option<DataVersionBody>, about: AboutBody },
     Complete(Arc<CompletedReport>),
-    Failed { error: String, data_version: Option<DataVersionBody>, expires_at: NaiveDateTime },
+    Failed { error: String, data_version: Option<DataVersionBody>, expires_at: NaiveDateTime, about: AboutBody },
+}
+
+/// What every report answer says of the report's life and options: when it was created, when its
+/// computation started and finished (once known), and the gap horizon it was asked with (when set).
+#[derive(Serialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct AboutBody {
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completed_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unknown_after_minutes: Option<u16>,
+}
+
+impl AboutBody {
+    /// A sharer's computation is its shared report's: it started when that one did.
+    fn of(report: &Report, computed_by: Option<&Report>) -> Self {
+        Self {
+            created_at: rfc3339(report.created_at),
+            started_at: report.started_at.or_else(|| computed_by.and_then(|c| c.started_at)).map(rfc3339),
+            completed_at: report.finished_at.filter(|_| report.status != ReportStatus::Running).map(rfc3339),
+            unknown_after_minutes: report.unknown_after_minutes,
+        }
+    }
 }
 
 /// The load ids a report reflects: the settled polls load, the hours and the zones snapshots.
@@ -221,6 +344,8 @@ struct Running<'a> {
     progress: Option<ProgressBody>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data_version: Option<DataVersionBody>,
+    #[serde(flatten)]
+    about: AboutBody,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -235,6 +360,8 @@ struct Complete<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     data_version: Option<DataVersionBody>,
     expires_at: String,
+    #[serde(flatten)]
+    about: &'a AboutBody,
 }
 
 #[derive(Serialize)]
@@ -245,6 +372,8 @@ struct Failed<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     data_version: Option<DataVersionBody>,
     expires_at: String,
+    #[serde(flatten)]
+    about: AboutBody,
 }
 
 async fn load_view(state: &AppState, report_id: &str) -> Result<ReportView, ApiError> {
@@ -258,10 +387,10 @@ async fn load_view(state: &AppState, report_id: &str) -> Result<ReportView, ApiE
     let id = report_id.to_owned();
     let (report, computed_by) = db::call(&state.pool, move |conn| {
         let Some(report) = reports::find(conn, &id)? else { return Ok((None, None)) };
-        // A Running sharer's progress is its shared report's.
-        let computed_by = match (&report.shares_report_id, report.status) {
-            (Some(shared), ReportStatus::Running) => reports::find(conn, shared)?,
-            _ => None,
+        // A sharer's progress and start are its shared report's.
+        let computed_by = match &report.shares_report_id {
+            Some(shared) => reports::find(conn, shared)?,
+            None => None,
         };
         Ok((Some(report), computed_by))
     })
@@ -274,26 +403,30 @@ async fn load_view(state: &AppState, report_id: &str) -> Result<ReportView, ApiE
     if let Some(expired_at) = expires_at.filter(|at| *at <= now) {
         return Err(ApiError::Gone { report_id: report_id.to_owned(), expired_at: rfc3339(expired_at) });
     }
+    let about = AboutBody::of(&report, computed_by.as_ref());
     Ok(match (report.status, expires_at) {
         (ReportStatus::Running, _) | (_, None) => ReportView::Running {
             progress: computed_by.as_ref().unwrap_or(&report).progress().map(ProgressBody::from),
             data_version,
+            about,
         },
         (ReportStatus::Failed, Some(expires_at)) => ReportView::Failed {
             error: report.error.clone().unwrap_or_else(|| "the report failed for an unrecorded reason".into()),
             data_version,
             expires_at,
+            about,
         },
         (ReportStatus::Complete, Some(expires_at)) => {
-            let completed = Arc::new(completed_report(&report, expires_at));
+            let completed = Arc::new(completed_report(&report, expires_at, about));
             state.completed.insert(report_id, completed.clone());
             ReportView::Complete(completed)
         }
     })
 }
 
-fn completed_report(report: &Report, expires_at: NaiveDateTime) -> CompletedReport {
+fn completed_report(report: &Report, expires_at: NaiveDateTime, about: AboutBody) -> CompletedReport {
     CompletedReport {
+        about,
         as_of: report.as_of.map(rfc3339),
         stores: report.store_count.unwrap_or(0),
         csv_bytes: report.csv_bytes,
@@ -322,20 +455,25 @@ async fn report_answer(state: &AppState, request: &HttpRequest, report_id: Strin
             stores: report.stores,
             data_version: report.data_version.map(DataVersionBody::from),
             expires_at: rfc3339(report.expires_at),
+            about: &report.about,
         }),
-        ReportView::Running { progress, data_version } => HttpResponse::Ok().json(Running {
-            report_id: &report_id,
-            status: status.as_str(),
-            progress,
-            data_version,
-            error: None,
-        }),
-        ReportView::Failed { error, data_version, expires_at } => HttpResponse::Ok().json(Failed {
+        ReportView::Running { progress, data_version, about } => {
+            HttpResponse::Ok().insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string())).json(Running {
+                report_id: &report_id,
+                status: status.as_str(),
+                progress,
+                data_version,
+                about,
+                error: None,
+            })
+        }
+        ReportView::Failed { error, data_version, expires_at, about } => HttpResponse::Ok().json(Failed {
             report_id: &report_id,
             status: status.as_str(),
             error: &error,
             data_version,
             expires_at: rfc3339(expires_at),
+            about,
         }),
     };
     let headers = response.headers_mut();

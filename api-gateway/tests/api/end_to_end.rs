@@ -11,6 +11,7 @@ use report_worker::settings::WorkerSettings;
 use shared_model::settings::DatabaseSettings;
 use test_support::worker::InProcessWorker;
 use test_support::{TempDir, report_fixture};
+use uptime_core::engine::Horizon;
 
 use crate::helpers::{TestApp, closed_port, spawn_app, spawn_app_with};
 
@@ -40,7 +41,7 @@ async fn load_fixture(app: &TestApp) -> CliReport {
 
         let scratch = TempDir::new();
         let out = scratch.path.join("cli-report.csv");
-        let outcome = report_worker::cli::compute(&folder, Some(&out), loaded_at.timestamp_micros())
+        let outcome = report_worker::cli::compute(&folder, Some(&out), Horizon::NONE, loaded_at.timestamp_micros())
             .expect("the CLI computes the report");
         let csv = std::fs::read(&out).expect("the CLI wrote its report");
         let now = outcome.now.expect("the fixture has polls");
@@ -93,12 +94,15 @@ async fn wait_until_finished(app: &TestApp, location: &str, limit: Duration) -> 
 async fn assert_served_like_the_cli(app: &TestApp, report_id: &str, finished: serde_json::Value, cli: &CliReport) {
     assert_eq!(
         finished,
-        serde_json::json!({
-            "report_id": report_id, "status": "Complete",
-            "download_url": format!("{}/download/{report_id}", app.address),
-            "as_of": cli.as_of, "stores": cli.stores,
-            "data_version": app.data_version(report_id), "expires_at": app.expires_at(report_id)
-        })
+        app.with_times(
+            report_id,
+            serde_json::json!({
+                "report_id": report_id, "status": "Complete",
+                "download_url": format!("{}/download/{report_id}", app.address),
+                "as_of": cli.as_of, "stores": cli.stores,
+                "data_version": app.data_version(report_id), "expires_at": app.expires_at(report_id)
+            })
+        )
     );
 
     let download = app.get(&format!("/download/{report_id}")).await;
@@ -168,5 +172,71 @@ async fn a_report_triggered_while_the_broker_is_unreachable_completes_once_it_is
     assert!(row.queued_at.is_some(), "the relay took the job out of the outbox");
     assert_eq!(row.attempts, 1, "published once, computed once: {row:?}");
     relay.stop().await;
+    worker.stop().await;
+}
+
+/// The report of the fixture folder with a gap horizon, as the offline CLI writes it.
+fn cli_csv_with_horizon(minutes: u32) -> Vec<u8> {
+    let scratch = TempDir::new();
+    let out = scratch.path.join("cli-report.csv");
+    let horizon = Horizon::minutes(minutes).expect("a valid horizon");
+    report_worker::cli::compute(&fixture_folder(), Some(&out), horizon, chrono::Utc::now().timestamp_micros())
+        .expect("the CLI computes the report");
+    std::fs::read(&out).expect("the CLI wrote its report")
+}
+
+/// A CSV's rows by store id, each as its numbers.
+fn rows(csv: &[u8]) -> std::collections::BTreeMap<String, Vec<f64>> {
+    let mut reader = csv::Reader::from_reader(csv);
+    reader
+        .records()
+        .map(|r| {
+            let r = r.expect("a CSV row");
+            (r[0].to_owned(), r.iter().skip(1).map(|v| v.parse::<f64>().expect("a number")).collect())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_report_with_a_gap_horizon_has_nine_columns_that_add_up_to_business_time() {
+    let app = spawn_app().await;
+    let cli = load_fixture(&app).await;
+    let worker = start_worker(&app);
+
+    let response = app.trigger_with(Some(r#"{"unknown_after_minutes": 60}"#), None).await;
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"].to_str().expect("ascii").to_owned();
+    let with_h: serde_json::Value = response.json().await.expect("json");
+    let report_id = with_h["report_id"].as_str().expect("id").to_owned();
+    let finished = wait_until_finished(&app, &location, Duration::from_secs(60)).await;
+    assert_eq!(finished["status"], "Complete", "{finished}");
+    assert_eq!(finished["unknown_after_minutes"], 60, "{finished}");
+    let times: Vec<chrono::DateTime<chrono::FixedOffset>> = ["created_at", "started_at", "completed_at"]
+        .iter()
+        .map(|k| chrono::DateTime::parse_from_rfc3339(finished[k].as_str().expect("a time")).expect("RFC 3339"))
+        .collect();
+    assert!(times[0] <= times[1] && times[1] <= times[2], "created ≤ started ≤ completed: {finished}");
+
+    let csv = app.get(&format!("/download/{report_id}")).await.bytes().await.expect("csv");
+    assert_eq!(String::from_utf8_lossy(&csv), String::from_utf8_lossy(&cli_csv_with_horizon(60)));
+    let header = csv.split(|b| *b == b'\n').next().expect("a header");
+    assert_eq!(header, uptime_core::engine::HEADER_WITH_UNKNOWN.as_bytes());
+
+    // Business time per window is uptime + downtime of the report without a horizon; with one, the three
+    // parts add up to it (to the rounding of three written figures against two).
+    let without = rows(&cli.csv);
+    let with = rows(&csv);
+    assert_eq!(with.keys().collect::<Vec<_>>(), without.keys().collect::<Vec<_>>());
+    let mut some_unknown = false;
+    for (store, w) in &with {
+        let plain = &without[store];
+        for window in 0..3 {
+            let business = plain[window] + plain[3 + window];
+            let parts = w[window] + w[3 + window] + w[6 + window];
+            assert!((business - parts).abs() <= 0.02, "{store} window {window}: {parts} vs {business}");
+            some_unknown |= w[6 + window] > 0.0;
+        }
+    }
+    assert!(some_unknown, "the fixture has gaps longer than an hour");
     worker.stop().await;
 }

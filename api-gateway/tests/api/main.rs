@@ -11,3 +11,4 @@ mod lifecycle;
 mod observability;
 mod outbox;
 mod trigger;
+mod trigger_options;

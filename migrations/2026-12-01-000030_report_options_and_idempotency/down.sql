@@ -1,0 +1,2 @@
+DROP TABLE idempotency_keys;
+ALTER TABLE reports DROP COLUMN unknown_after_minutes;
