@@ -9,6 +9,7 @@
 //! away is unknown. Each observation's cell is cut to `[at − H, at + H]`, so the horizon costs two
 //! comparisons per piece of a cell and nothing when it is absent.
 
+mod timeline;
 mod zone;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use crate::input::{DEFAULT_ZONE, HoursRow, Poll};
 use crate::time::{DAY, HOUR, MINUTE, Micros, WEEK};
 use chrono_tz::Tz;
 
+pub use timeline::{BusinessInterval, Outage, Segment, SegmentStatus, StoreTimeline, TimelinePoll, store_timeline};
 pub use zone::ZoneTimeline;
 
 /// A length in half-microseconds: exact for spans that end at the midpoint of two observations.
@@ -81,6 +83,20 @@ pub struct StoreUptime {
     pub uptime: [HalfMicros; 3],
     pub downtime: [HalfMicros; 3],
     pub unknown: [HalfMicros; 3],
+}
+
+impl StoreUptime {
+    /// The row's figures under their column names, in the report's column order, as the CSV writes them:
+    /// the six of SPEC §2, then with `with_unknown` the three of §2b.
+    pub fn figures(&self, with_unknown: bool) -> impl Iterator<Item = (&'static str, String)> + '_ {
+        let columns = HEADER_WITH_UNKNOWN.split(',').skip(1);
+        let lengths = self.uptime.iter().chain(&self.downtime).chain(&self.unknown);
+        let units = [MINUTE, HOUR, HOUR].into_iter().cycle();
+        columns
+            .zip(lengths.zip(units))
+            .take(if with_unknown { 9 } else { 6 })
+            .map(|(name, (&length, unit))| (name, two_decimals(length, unit)))
+    }
 }
 
 /// Watches a report being computed: told how many stores it will have, then once per finished store.
@@ -280,24 +296,25 @@ pub(crate) fn store_uptime(
             *total += (to - from.max(window_start)).max(0);
         }
     };
-    walk_week(polls, rows, timeline, now, horizon, |from, to, decided_by| match decided_by {
-        Some(poll) if poll.active => add(&mut result.uptime, from, to),
-        Some(_) => add(&mut result.downtime, from, to),
-        None => add(&mut result.unknown, from, to),
+    walk_week(polls, rows, timeline, now, horizon, |from, to, nearest, known| match (known, nearest.active) {
+        (true, true) => add(&mut result.uptime, from, to),
+        (true, false) => add(&mut result.downtime, from, to),
+        (false, _) => add(&mut result.unknown, from, to),
     });
     result
 }
 
 /// Walks the store's business time in the last week, `[now − 7 d, now)`, in order, and hands each piece
-/// `[from, to)` (half-microseconds) to `piece` with the observation whose status it takes, or `None` when
-/// it is unknown (SPEC §2b). The report's figures and a store's timeline are both sums of these pieces.
+/// `[from, to)` (half-microseconds) to `piece` with its nearest observation and whether it takes that
+/// observation's status (false: unknown, SPEC §2b). The report's figures and a store's timeline are both
+/// made of these pieces.
 pub(crate) fn walk_week(
     polls: &[Poll],
     rows: &[HoursRow],
     timeline: &ZoneTimeline,
     now: Micros,
     horizon: Horizon,
-    mut piece: impl FnMut(HalfMicros, HalfMicros, Option<&Poll>),
+    mut piece: impl FnMut(HalfMicros, HalfMicros, &Poll, bool),
 ) {
     let business = business_intervals(rows, timeline, now - LOOKBACK, now);
     let observed: Vec<Poll> = match &business {
@@ -334,19 +351,19 @@ pub(crate) fn walk_week(
             let piece_end = cell_end.min(b_end);
             let observation = &observations[cell];
             match reach {
-                None => piece(at, piece_end, Some(observation)),
+                None => piece(at, piece_end, observation, true),
                 Some(reach) => {
                     // The instants within H of the observation: [at − H, at + H] (its ends have no length).
                     let known_from = (2 * observation.at - reach).clamp(at, piece_end);
                     let known_to = (2 * observation.at + reach).clamp(known_from, piece_end);
                     if at < known_from {
-                        piece(at, known_from, None);
+                        piece(at, known_from, observation, false);
                     }
                     if known_from < known_to {
-                        piece(known_from, known_to, Some(observation));
+                        piece(known_from, known_to, observation, true);
                     }
                     if known_to < piece_end {
-                        piece(known_to, piece_end, None);
+                        piece(known_to, piece_end, observation, false);
                     }
                 }
             }
@@ -355,8 +372,9 @@ pub(crate) fn walk_week(
     }
 }
 
-/// A length in half-microseconds as minutes or hours with two decimals, rounded half up.
-fn two_decimals(length: HalfMicros, unit: Micros) -> String {
+/// A length in half-microseconds as minutes or hours with two decimals, rounded half up: how the report
+/// writes its figures.
+pub fn two_decimals(length: HalfMicros, unit: Micros) -> String {
     let unit = i128::from(2 * unit);
     let hundredths = (i128::from(length) * 100 + unit / 2) / unit;
     format!("{}.{:02}", hundredths / 100, hundredths % 100)
@@ -378,24 +396,8 @@ fn write_rows<'a, W: Write>(
         } else {
             out.write_all(id.as_bytes())?;
         }
-        write!(
-            out,
-            ",{},{},{},{},{},{}",
-            two_decimals(r.uptime[0], MINUTE),
-            two_decimals(r.uptime[1], HOUR),
-            two_decimals(r.uptime[2], HOUR),
-            two_decimals(r.downtime[0], MINUTE),
-            two_decimals(r.downtime[1], HOUR),
-            two_decimals(r.downtime[2], HOUR),
-        )?;
-        if with_unknown {
-            write!(
-                out,
-                ",{},{},{}",
-                two_decimals(r.unknown[0], MINUTE),
-                two_decimals(r.unknown[1], HOUR),
-                two_decimals(r.unknown[2], HOUR)
-            )?;
+        for (_, figure) in r.figures(with_unknown) {
+            write!(out, ",{figure}")?;
         }
         writeln!(out)?;
     }
