@@ -17,3 +17,6 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (idempotency_key),
     KEY idempotency_keys_created (created_at)
 );
+
+-- GET /reports lists the newest reports first.
+CREATE INDEX reports_created ON reports (created_at);

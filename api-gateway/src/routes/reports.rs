@@ -41,6 +41,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed("POST"))),
     )
     .service(
+        web::resource("/reports")
+            .route(web::get().to(list_reports))
+            .default_service(web::to(method_not_allowed("GET"))),
+    )
+    .service(
         web::resource("/get_report")
             .route(web::get().to(get_report_by_query))
             .default_service(web::to(method_not_allowed("GET"))),
@@ -396,17 +401,31 @@ async fn load_view(state: &AppState, report_id: &str) -> Result<ReportView, ApiE
     })
     .await?;
     let report = report.ok_or_else(|| ApiError::unknown_report(report_id))?;
+    let view = view_of(state, &report, computed_by.as_ref(), now)?;
+    if let ReportView::Complete(completed) = &view {
+        state.completed.insert(report_id, completed.clone());
+    }
+    Ok(view)
+}
+
+/// What a report read from MySQL answers (410 once expired).
+fn view_of(
+    state: &AppState,
+    report: &Report,
+    computed_by: Option<&Report>,
+    now: NaiveDateTime,
+) -> Result<ReportView, ApiError> {
     let data_version = report.data_version().map(DataVersionBody::from);
     // A finished report without a finish time (written by hand) counts from its creation.
     let expires_at = (report.status != ReportStatus::Running)
         .then(|| report.finished_at.unwrap_or(report.created_at) + state.reports.retention());
     if let Some(expired_at) = expires_at.filter(|at| *at <= now) {
-        return Err(ApiError::Gone { report_id: report_id.to_owned(), expired_at: rfc3339(expired_at) });
+        return Err(ApiError::Gone { report_id: report.report_id.clone(), expired_at: rfc3339(expired_at) });
     }
-    let about = AboutBody::of(&report, computed_by.as_ref());
+    let about = AboutBody::of(report, computed_by);
     Ok(match (report.status, expires_at) {
         (ReportStatus::Running, _) | (_, None) => ReportView::Running {
-            progress: computed_by.as_ref().unwrap_or(&report).progress().map(ProgressBody::from),
+            progress: computed_by.unwrap_or(report).progress().map(ProgressBody::from),
             data_version,
             about,
         },
@@ -417,9 +436,7 @@ async fn load_view(state: &AppState, report_id: &str) -> Result<ReportView, ApiE
             about,
         },
         (ReportStatus::Complete, Some(expires_at)) => {
-            let completed = Arc::new(completed_report(&report, expires_at, about));
-            state.completed.insert(report_id, completed.clone());
-            ReportView::Complete(completed)
+            ReportView::Complete(Arc::new(completed_report(report, expires_at, about)))
         }
     })
 }
@@ -438,19 +455,45 @@ fn completed_report(report: &Report, expires_at: NaiveDateTime, about: AboutBody
 
 async fn report_answer(state: &AppState, request: &HttpRequest, report_id: String) -> Result<HttpResponse, ApiError> {
     let view = load_view(state, &report_id).await?;
-    let status = match &view {
-        ReportView::Running { .. } => ReportStatus::Running,
-        ReportView::Complete(_) => ReportStatus::Complete,
-        ReportView::Failed { .. } => ReportStatus::Failed,
-    };
+    let status = view.status();
     let mut response = match view {
         ReportView::Complete(report) if prefers_csv(request.headers()) => {
             csv_response(state, report_id, &report, false).await?
         }
-        ReportView::Complete(report) => HttpResponse::Ok().json(Complete {
-            report_id: &report_id,
-            status: status.as_str(),
-            download_url: download_url(request, state.settings.public_base_url.as_deref(), &report_id),
+        ReportView::Running { .. } => HttpResponse::Ok()
+            .insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string()))
+            .json(report_body(state, request, &report_id, view)?),
+        view => HttpResponse::Ok().json(report_body(state, request, &report_id, view)?),
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::VARY, header::HeaderValue::from_static("Accept"));
+    headers.insert(REPORT_STATUS_HEADER, header::HeaderValue::from_static(status.as_str()));
+    Ok(response)
+}
+
+impl ReportView {
+    fn status(&self) -> ReportStatus {
+        match self {
+            ReportView::Running { .. } => ReportStatus::Running,
+            ReportView::Complete(_) => ReportStatus::Complete,
+            ReportView::Failed { .. } => ReportStatus::Failed,
+        }
+    }
+}
+
+/// The report JSON of `GET /get_report/{id}` (and of each entry of `GET /reports`).
+fn report_body(
+    state: &AppState,
+    request: &HttpRequest,
+    report_id: &str,
+    view: ReportView,
+) -> Result<serde_json::Value, ApiError> {
+    let status = view.status().as_str();
+    match view {
+        ReportView::Complete(report) => serde_json::to_value(Complete {
+            report_id,
+            status,
+            download_url: download_url(request, state.settings.public_base_url.as_deref(), report_id),
             as_of: report.as_of.as_deref(),
             stores: report.stores,
             data_version: report.data_version.map(DataVersionBody::from),
@@ -458,28 +501,54 @@ async fn report_answer(state: &AppState, request: &HttpRequest, report_id: Strin
             about: &report.about,
         }),
         ReportView::Running { progress, data_version, about } => {
-            HttpResponse::Ok().insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string())).json(Running {
-                report_id: &report_id,
-                status: status.as_str(),
-                progress,
-                data_version,
-                about,
-                error: None,
-            })
+            serde_json::to_value(Running { report_id, status, progress, data_version, about, error: None })
         }
-        ReportView::Failed { error, data_version, expires_at, about } => HttpResponse::Ok().json(Failed {
-            report_id: &report_id,
-            status: status.as_str(),
+        ReportView::Failed { error, data_version, expires_at, about } => serde_json::to_value(Failed {
+            report_id,
+            status,
             error: &error,
             data_version,
             expires_at: rfc3339(expires_at),
             about,
         }),
-    };
-    let headers = response.headers_mut();
-    headers.insert(header::VARY, header::HeaderValue::from_static("Accept"));
-    headers.insert(REPORT_STATUS_HEADER, header::HeaderValue::from_static(status.as_str()));
-    Ok(response)
+    }
+    .map_err(ApiError::internal)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<u32>,
+}
+
+/// Reports `GET /reports` lists by default and at most.
+const LIST_DEFAULT: u32 = 20;
+const LIST_MAX: u32 = 100;
+
+/// `GET /reports?limit=N`: the newest reports that have not expired, newest first, each as
+/// `GET /get_report/{id}` answers it in JSON.
+async fn list_reports(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(LIST_DEFAULT);
+    if !(1..=LIST_MAX).contains(&limit) {
+        return Err(ApiError::BadRequest(format!("limit must be from 1 to {LIST_MAX}, not {limit}")));
+    }
+    let now = Utc::now().naive_utc();
+    let finished_after = now - state.reports.retention();
+    let listed = db::call(&state.pool, move |conn| reports::recent(conn, finished_after, limit)).await?;
+    let mut bodies = Vec::with_capacity(listed.len());
+    for (report, computed_by) in &listed {
+        match view_of(&state, report, computed_by.as_ref(), now) {
+            Ok(view) => bodies.push(report_body(&state, &request, &report.report_id, view)?),
+            // Expired between the query and now.
+            Err(ApiError::Gone { .. }) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "reports": bodies })))
 }
 
 /// The absolute URL of the download: under `public_base_url` when set, else the scheme and host the

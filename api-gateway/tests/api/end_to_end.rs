@@ -240,3 +240,101 @@ async fn a_report_with_a_gap_horizon_has_nine_columns_that_add_up_to_business_ti
     assert!(some_unknown, "the fixture has gaps longer than an hour");
     worker.stop().await;
 }
+
+/// GET /stores/{store_id}/timeline[?query], the id escaped as one path segment.
+async fn timeline(app: &TestApp, store_id: &str, query: &str) -> reqwest::Response {
+    let mut url = reqwest::Url::parse(&app.address).expect("base url");
+    url.path_segments_mut().expect("a base").extend(["stores", store_id, "timeline"]);
+    url.set_query((!query.is_empty()).then_some(query));
+    app.client.get(url).send().await.expect("request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stores_timeline_has_the_figures_of_its_report_row_and_segments_that_add_up() {
+    let app = spawn_app().await;
+    let cli = load_fixture(&app).await;
+    let with_h = cli_csv_with_horizon(60);
+    for (csv, query) in [(&cli.csv, ""), (&with_h, "unknown_after_minutes=60")] {
+        let mut reader = csv::Reader::from_reader(csv.as_slice());
+        let header: Vec<String> = reader.headers().expect("a header").iter().map(str::to_owned).collect();
+        for record in reader.records() {
+            let record = record.expect("a row");
+            let response = timeline(&app, &record[0], query).await;
+            assert_eq!(response.status(), 200, "{}", &record[0]);
+            let body: serde_json::Value = response.json().await.expect("json");
+            assert_eq!(body["store_id"], &record[0]);
+            assert_eq!(body["as_of"], cli.as_of);
+            let figures = body["figures"].as_object().expect("figures");
+            assert_eq!(figures.len(), header.len() - 1, "{body}");
+            for (name, value) in header.iter().zip(record.iter()).skip(1) {
+                let expected: f64 = value.parse().expect("a number");
+                assert_eq!(figures[name].as_f64(), Some(expected), "{} {name}", &record[0]);
+            }
+            // The segments of the week add up to the week's figures (to the rounding of each figure).
+            let mut by_status = std::collections::HashMap::<String, f64>::new();
+            for segment in body["segments"].as_array().expect("segments") {
+                let t = |k: &str| {
+                    chrono::DateTime::parse_from_rfc3339(segment[k].as_str().expect("time")).expect("RFC 3339")
+                };
+                let hours = (t("to") - t("from")).num_microseconds().expect("short") as f64 / 3.6e9;
+                *by_status.entry(segment["status"].as_str().expect("status").to_owned()).or_default() += hours;
+                assert!(body["polls"].as_array().expect("polls").iter().any(|p| p["at"] == segment["poll"]));
+            }
+            for (status, column) in
+                [("up", "uptime_last_week"), ("down", "downtime_last_week"), ("unknown", "unknown_last_week")]
+            {
+                let Some(figure) = figures.get(column).and_then(|v| v.as_f64()) else { continue };
+                let sum = by_status.get(status).copied().unwrap_or(0.0);
+                assert!((sum - figure).abs() <= 0.006, "{} {status}: segments {sum} vs {figure}", &record[0]);
+            }
+            let outages = &body["outages"];
+            assert_eq!(
+                outages["count"].as_u64().map(|n| n > 0),
+                Some(figures["downtime_last_week"].as_f64() > Some(0.0))
+            );
+        }
+    }
+
+    let unknown = timeline(&app, "no-such-store", "").await;
+    assert_eq!(unknown.status(), 404);
+    assert!(unknown.json::<serde_json::Value>().await.expect("json")["error"].is_string());
+    let old = timeline(&app, "only-old-polls", "").await;
+    assert_eq!(old.status(), 404, "a store with no poll in the lookback range has no report row");
+    for bad in ["unknown_after_minutes=0", "unknown_after_minutes=1441", "unknown_after_minutes=x", "other=1"] {
+        let response = timeline(&app, "a-lower", bad).await;
+        assert_eq!(response.status(), 400, "{bad}");
+        assert!(response.json::<serde_json::Value>().await.expect("json")["error"].is_string());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recent_reports_are_listed_newest_first_with_their_report_json() {
+    let app = spawn_app().await;
+    load_fixture(&app).await;
+    let worker = start_worker(&app);
+    let (first, location) = trigger(&app).await;
+    wait_until_finished(&app, &location, Duration::from_secs(60)).await;
+    let second = app.trigger_with(Some(r#"{"unknown_after_minutes": 90}"#), None).await;
+    let second: serde_json::Value = second.json().await.expect("json");
+    let second = second["report_id"].as_str().expect("id").to_owned();
+    wait_until_finished(&app, &format!("/get_report/{second}"), Duration::from_secs(60)).await;
+    let (third, _) = trigger(&app).await; // shares the first
+
+    let listed: serde_json::Value = app.get("/reports").await.json().await.expect("json");
+    let ids: Vec<&str> =
+        listed["reports"].as_array().expect("reports").iter().map(|r| r["report_id"].as_str().expect("id")).collect();
+    assert_eq!(ids, vec![third.as_str(), second.as_str(), first.as_str()]);
+    for entry in listed["reports"].as_array().expect("reports") {
+        let id = entry["report_id"].as_str().expect("id");
+        let single: serde_json::Value = app.get(&format!("/get_report/{id}")).await.json().await.expect("json");
+        assert_eq!(entry, &single, "the same JSON as GET /get_report/{id}");
+    }
+    let limited: serde_json::Value = app.get("/reports?limit=1").await.json().await.expect("json");
+    assert_eq!(limited["reports"].as_array().map(Vec::len), Some(1));
+    for bad in ["/reports?limit=0", "/reports?limit=101", "/reports?limit=x", "/reports?page=2"] {
+        let response = app.get(bad).await;
+        assert_eq!(response.status(), 400, "{bad}");
+        assert!(response.json::<serde_json::Value>().await.expect("json")["error"].is_string());
+    }
+    worker.stop().await;
+}

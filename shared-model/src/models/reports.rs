@@ -372,6 +372,41 @@ pub fn find(conn: &mut MysqlConnection, report_id: &str) -> QueryResult<Option<R
     reports::table.find(report_id).select(Report::as_select()).first(conn).optional()
 }
 
+/// Up to `limit` reports, newest first, that have not expired: Running, or finished at or after
+/// `finished_after` (a finished report without a finish time counts from its creation), each with the
+/// report it shares when it shares one. Walks the `created_at` index from its end.
+pub fn recent(
+    conn: &mut MysqlConnection,
+    finished_after: NaiveDateTime,
+    limit: u32,
+) -> QueryResult<Vec<(Report, Option<Report>)>> {
+    let listed: Vec<Report> = reports::table
+        .filter(
+            reports::status
+                .eq(ReportStatus::Running)
+                .or(diesel::dsl::sql::<diesel::sql_types::Bool>("COALESCE(finished_at, created_at) >= ")
+                    .bind::<diesel::sql_types::Datetime, _>(finished_after)),
+        )
+        .order((reports::created_at.desc(), reports::report_id.desc()))
+        .limit(i64::from(limit))
+        .select(Report::as_select())
+        .load(conn)?;
+    let shared_ids: Vec<&str> = listed.iter().filter_map(|r| r.shares_report_id.as_deref()).collect();
+    let shared: Vec<Report> = if shared_ids.is_empty() {
+        Vec::new()
+    } else {
+        reports::table.filter(reports::report_id.eq_any(&shared_ids)).select(Report::as_select()).load(conn)?
+    };
+    Ok(listed
+        .into_iter()
+        .map(|report| {
+            let computed_by =
+                report.shares_report_id.as_deref().and_then(|id| shared.iter().find(|s| s.report_id == id)).cloned();
+            (report, computed_by)
+        })
+        .collect())
+}
+
 /// Records that the broker confirmed the job: the report leaves the outbox. False when it had already
 /// left it (or is unknown).
 pub fn mark_queued(conn: &mut MysqlConnection, report_id: &str) -> QueryResult<bool> {
