@@ -159,3 +159,17 @@ async fn a_running_report_says_when_to_ask_again() {
     let body: serde_json::Value = failed.json().await.expect("json");
     assert!(body["completed_at"].is_string(), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn simultaneous_triggers_with_one_idempotency_key_make_one_report() {
+    let app = spawn_app().await;
+    let triggers = (0..6).map(|_| app.trigger_with(Some(r#"{"unknown_after_minutes": 15}"#), Some("burst-1")));
+    let answers = futures_util::future::join_all(triggers).await;
+    let mut ids = Vec::new();
+    for answer in answers {
+        ids.push(report_id_of(answer).await.0);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one report for one key: {ids:?}");
+    assert_eq!(count(&app, "SELECT COUNT(*) AS n FROM reports"), 1);
+}
