@@ -41,6 +41,14 @@ fn compute(args: &[String]) -> ExitCode {
     let mut out = None;
     let mut horizon = Horizon::NONE;
     let mut it = args.iter();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!(
+            "{USAGE}\n\ncompute: the report of a data folder (SPEC §2) on stdout or into --out (written whole or not \
+             at all); --unknown-after MINUTES (1 to 1440) adds unknown_last_hour, unknown_last_day and \
+             unknown_last_week (SPEC §2b)"
+        );
+        return ExitCode::SUCCESS;
+    }
     while let Some(arg) = it.next() {
         match (arg.as_str(), it.next()) {
             ("--data", Some(dir)) => data = Some(PathBuf::from(dir)),

@@ -61,6 +61,8 @@ fn gap_horizon_adds_the_unknown_columns_worked_out_by_hand() {
 #[test]
 fn gap_horizon_outside_one_minute_to_a_day_is_refused() {
     let dir = fixture("gap-horizon-30");
+    let help = compute(&["--help"]);
+    assert!(help.status.success() && String::from_utf8_lossy(&help.stdout).contains("--unknown-after"));
     for bad in ["0", "1441", "sixty", "-5"] {
         let out = compute(&["--data", dir.to_str().expect("utf-8"), "--unknown-after", bad]);
         assert_eq!(out.status.code(), Some(2), "--unknown-after {bad}");
