@@ -94,6 +94,8 @@ async fn trigger_report(
                 unknown_after_minutes: options.unknown_after_minutes,
                 idempotency: key.as_deref().map(|key| Idempotency {
                     key,
+                    // Keys are global until the gateway authenticates callers; then the caller's token
+                    // digest (a request extension of the auth middleware) goes here.
                     client: None,
                     body_digest: &digest,
                     seen_after: created_at.naive_utc() - chrono::Duration::hours(KEY_LIFETIME_HOURS),
