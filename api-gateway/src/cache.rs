@@ -9,6 +9,8 @@ use std::sync::{Arc, RwLock};
 use chrono::NaiveDateTime;
 use shared_model::models::versions::DataVersion;
 
+use crate::routes::reports::AboutBody;
+
 /// What a Complete report answers, less what depends on the request (the download URL).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompletedReport {
@@ -21,6 +23,8 @@ pub struct CompletedReport {
     pub data_version: Option<DataVersion>,
     /// From then on the report answers 410 (UTC).
     pub expires_at: NaiveDateTime,
+    /// Its times and options, as the answer writes them.
+    pub about: AboutBody,
 }
 
 pub struct CompletedReports {
@@ -94,6 +98,7 @@ mod tests {
             csv_report_id: "a".into(),
             data_version: None,
             expires_at,
+            about: AboutBody::default(),
         })
     }
 

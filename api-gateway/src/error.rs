@@ -24,6 +24,9 @@ pub enum ApiError {
     /// The report exists but is not Complete; the body is its status, with an `error` sentence.
     #[error("report {report_id} is not complete")]
     NotComplete { report_id: String, body: serde_json::Value },
+    /// The request is well formed but contradicts an earlier one (an idempotency key reused).
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("the request body is larger than the {0} bytes this API accepts")]
     PayloadTooLarge(usize),
     /// No token, or one the gateway does not know (answered with `WWW-Authenticate: Bearer`).
@@ -97,6 +100,7 @@ impl ResponseError for ApiError {
             ApiError::Gone { .. } => StatusCode::GONE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotComplete { .. } => StatusCode::CONFLICT,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,

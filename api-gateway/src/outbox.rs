@@ -13,13 +13,14 @@
 //!   worker hangs), has its job published again; after `delivery_limit` such re-publishes it is marked
 //!   Failed with the reason, never Running forever;
 //! - expired reports: the stored CSV of a report finished longer than the retention ago is deleted (once no
-//!   report sharing it is younger), a batch per query, and this gateway's cache forgets expired reports.
+//!   report sharing it is younger), a batch per query, and this gateway's cache forgets expired reports;
+//! - expired idempotency keys (older than 24 h) are deleted, oldest first, in bounded statements.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use shared_model::db::DbPool;
-use shared_model::models::reports;
+use shared_model::models::{idempotency_keys, reports};
 
 use crate::cache::CompletedReports;
 use crate::db;
@@ -61,6 +62,8 @@ pub struct RelayPass {
     pub failed_stale: usize,
     /// Expired reports whose CSV was deleted.
     pub csvs_deleted: usize,
+    /// Idempotency keys older than their lifetime, deleted.
+    pub keys_deleted: usize,
 }
 
 impl RelayPass {
@@ -68,6 +71,11 @@ impl RelayPass {
         *self == RelayPass::default()
     }
 }
+
+/// Expired idempotency keys one statement of the sweep deletes.
+const KEYS_PER_STATEMENT: u32 = 1_000;
+/// Statements of expired keys one pass runs.
+const KEY_STATEMENTS_PER_PASS: u32 = 10;
 
 pub struct OutboxRelay {
     pool: DbPool,
@@ -94,7 +102,8 @@ impl OutboxRelay {
         let outbox = self.publish_outbox(&mut pass).await;
         let stale = self.republish_stale(&mut pass).await;
         let expired = self.delete_expired(&mut pass).await;
-        outbox.and(stale).and(expired).map(|()| pass)
+        let keys = self.delete_expired_keys(&mut pass).await;
+        outbox.and(stale).and(expired).and(keys).map(|()| pass)
     }
 
     /// Publishes every job in the outbox older than the grace period, oldest first, until the outbox is
@@ -190,6 +199,23 @@ impl OutboxRelay {
                 return Ok(());
             }
         }
+    }
+
+    /// Deletes idempotency keys past their lifetime along their `created_at` index, [`KEYS_PER_STATEMENT`]
+    /// at a time, at most [`KEY_STATEMENTS_PER_PASS`] statements a pass: a trigger rate the sweep cannot
+    /// follow only lets old keys wait (they are ignored once expired, whether deleted or not).
+    async fn delete_expired_keys(&self, pass: &mut RelayPass) -> Result<(), RelayError> {
+        let before = chrono::Utc::now().naive_utc() - chrono::Duration::hours(idempotency_keys::KEY_LIFETIME_HOURS);
+        for _ in 0..KEY_STATEMENTS_PER_PASS {
+            let deleted =
+                db::call(&self.pool, move |conn| idempotency_keys::delete_expired(conn, before, KEYS_PER_STATEMENT))
+                    .await?;
+            pass.keys_deleted += deleted;
+            if deleted < KEYS_PER_STATEMENT as usize {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Runs a pass every interval until `shutdown` resolves. A pass cut by the shutdown leaves at worst a

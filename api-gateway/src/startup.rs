@@ -190,6 +190,7 @@ fn http_server(
             )
             .configure(routes::health::configure)
             .configure(routes::reports::configure)
+            .configure(routes::stores::configure)
             .configure(routes::metrics::configure)
             .configure(routes::openapi::configure)
             .default_service(web::to(unknown_route))

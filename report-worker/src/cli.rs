@@ -1,9 +1,10 @@
-//! `report-worker compute --data <DIR> [--out <FILE>]`: the report of a folder of CSV files, offline.
+//! `report-worker compute --data <DIR> [--out <FILE>] [--unknown-after <MINUTES>]`: the report of a folder
+//! of CSV files, offline (with the gap horizon of SPEC §2b when asked).
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use uptime_core::engine::{self, Inputs, NoProgress};
+use uptime_core::engine::{self, Horizon, Inputs, NoProgress};
 use uptime_core::input::{self, FileSummary, InputError};
 use uptime_core::time::Micros;
 
@@ -26,9 +27,15 @@ pub struct ComputeOutcome {
 
 /// Loads a folder, computes the report and writes it to `out` (stdout when `None`). A file is written
 /// whole or not at all: the report goes to a temporary file beside it that is renamed at the end.
-pub fn compute(folder: &Path, out: Option<&Path>, loaded_at: Micros) -> Result<ComputeOutcome, CliError> {
+pub fn compute(
+    folder: &Path,
+    out: Option<&Path>,
+    horizon: Horizon,
+    loaded_at: Micros,
+) -> Result<ComputeOutcome, CliError> {
     let data = input::read_folder(folder, loaded_at)?;
-    let report = engine::report(Inputs { polls: &data.polls, hours: &data.hours, zones: &data.zones }, &NoProgress);
+    let inputs = Inputs { polls: &data.polls, hours: &data.hours, zones: &data.zones };
+    let report = engine::report(inputs, horizon, &NoProgress);
     let write = |w: &mut dyn Write| -> std::io::Result<()> {
         let mut w = BufWriter::with_capacity(1 << 16, w);
         report.write_csv(&mut w, |key| data.stores.id(key))?;

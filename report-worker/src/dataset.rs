@@ -27,7 +27,6 @@
 //! polls, hours and zones of one report all come from the same moment.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -302,9 +301,9 @@ fn read_zones(
     let mut unknown = 0;
     let zones = rows
         .into_iter()
-        .filter_map(|(store, name)| match Tz::from_str(&name) {
-            Ok(tz) => Some((store, tz)),
-            Err(_) => {
+        .filter_map(|(store, name)| match uptime_core::input::known_zone(&name) {
+            Some(tz) => Some((store, tz)),
+            None => {
                 unknown += 1;
                 None
             }

@@ -24,7 +24,7 @@ use shared_model::models::reports::{
     self, FinishedReport, ReportStatus, StartOutcome, StoreError, Stored, is_valid_report_id, store_complete,
 };
 use shared_model::models::versions;
-use uptime_core::engine::{self, Inputs, Progress};
+use uptime_core::engine::{self, Horizon, Inputs, Progress};
 
 use crate::dataset::{self, Dataset, DatasetError, IngestVersion, RefreshStats};
 use crate::packet;
@@ -284,12 +284,18 @@ impl JobHandler {
         let started = Instant::now();
         let mut conn = self.pool.get()?;
         let finished = |status| Ok(Outcome::AlreadyFinished { report_id: report_id.to_owned(), status });
-        match reports::mark_started(&mut conn, report_id)? {
+        let unknown_after = match reports::mark_started(&mut conn, report_id)? {
             StartOutcome::Unknown => return Ok(Outcome::UnknownReport { report_id: report_id.to_owned() }),
             StartOutcome::AlreadyComplete => return finished(ReportStatus::Complete),
             StartOutcome::AlreadyFailed => return finished(ReportStatus::Failed),
-            StartOutcome::Started { .. } => {}
-        }
+            StartOutcome::Started { unknown_after_minutes, .. } => unknown_after_minutes,
+        };
+        let horizon = match unknown_after {
+            None => Horizon::NONE,
+            Some(minutes) => Horizon::minutes(u32::from(minutes)).ok_or_else(|| {
+                JobError::Permanent(format!("the report asks for unknown_after_minutes = {minutes}, outside 1 to 1440"))
+            })?,
+        };
 
         let (data, stats) = match &self.replica {
             None => self.read_dataset(&mut conn)?,
@@ -303,7 +309,7 @@ impl JobHandler {
         let read = started.elapsed();
 
         let computing = Instant::now();
-        let report = self.compute_with_progress(&mut conn, report_id, &data);
+        let report = self.compute_with_progress(&mut conn, report_id, &data, horizon);
         let csv = render_csv(&report, &data)?;
         let compute = computing.elapsed();
 
@@ -392,7 +398,13 @@ impl JobHandler {
 
     /// Runs the engine while a ticker writes `stores_done` / `stores_total` every `progress_interval_ms`
     /// (the read transaction is over by now, so these writes are visible at once).
-    fn compute_with_progress(&self, conn: &mut MysqlConnection, report_id: &str, data: &Dataset) -> engine::Report {
+    fn compute_with_progress(
+        &self,
+        conn: &mut MysqlConnection,
+        report_id: &str,
+        data: &Dataset,
+        horizon: Horizon,
+    ) -> engine::Report {
         let interval = Duration::from_millis(self.settings.progress_interval_ms);
         let (ticks, ticked) = mpsc::channel();
         let progress = ProgressCounter::new(ticks.clone(), self.observer.as_deref());
@@ -400,7 +412,7 @@ impl JobHandler {
             let counted = &progress;
             scope.spawn(move || write_progress_until_stopped(conn, report_id, counted, &ticked, interval));
             let inputs = Inputs { polls: &data.polls, hours: &data.hours, zones: &data.zones };
-            let report = engine::report(inputs, &progress);
+            let report = engine::report(inputs, horizon, &progress);
             // The ticker may already be gone (it never fails); nothing waits for this message then.
             let _ = ticks.send(Tick::Stop);
             report
@@ -428,7 +440,7 @@ impl StoredReport {
 }
 
 fn render_csv(report: &engine::Report, data: &Dataset) -> Result<Vec<u8>, JobError> {
-    let mut csv = Vec::with_capacity(report.rows.len() * 64 + engine::HEADER.len() + 1);
+    let mut csv = Vec::with_capacity(report.rows.len() * 80 + engine::HEADER_WITH_UNKNOWN.len() + 1);
     report
         .write_csv(&mut csv, |key| data.store_id(key).unwrap_or_default())
         .map_err(|e| JobError::Permanent(format!("writing the CSV in memory failed: {e}")))?;

@@ -1,5 +1,6 @@
 //! `report-worker [run]` — the queue consumer (settings: `config/`, `APP__…`, `DATABASE_URL`, `AMQP_URL`).
-//! `report-worker compute --data <DIR> [--out <FILE>]` — the offline report.
+//! `report-worker compute --data <DIR> [--out <FILE>] [--unknown-after <MINUTES>]` — the offline report
+//! (with `--unknown-after`, the three unknown columns of SPEC §2b).
 //! `report-worker topology names <SUFFIX>` — the topology's settings with every name suffixed, as
 //! `APP__AMQP__…=…` lines (a smoke run's own names); `report-worker topology declare|delete` — declare or
 //! delete every exchange and queue of the configured topology; `report-worker topology describe` — the
@@ -14,9 +15,10 @@ use std::process::ExitCode;
 use report_worker::settings::Settings;
 use report_worker::{cli, consumer};
 use shared_model::queue;
+use uptime_core::engine::Horizon;
 use uptime_core::time::format_micros;
 
-const USAGE: &str = "usage: report-worker [run]\n       report-worker compute --data <DIR> [--out <FILE>]\n       \
+const USAGE: &str = "usage: report-worker [run]\n       report-worker compute --data <DIR> [--out <FILE>] [--unknown-after <MINUTES>]\n       \
                      report-worker topology names <SUFFIX> | declare | delete | describe | permissions";
 
 fn main() -> ExitCode {
@@ -40,11 +42,29 @@ fn main() -> ExitCode {
 fn compute(args: &[String]) -> ExitCode {
     let mut data = None;
     let mut out = None;
+    let mut horizon = Horizon::NONE;
     let mut it = args.iter();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!(
+            "{USAGE}\n\ncompute: the report of a data folder (SPEC §2) on stdout or into --out (written whole or not \
+             at all); --unknown-after MINUTES (1 to 1440) adds unknown_last_hour, unknown_last_day and \
+             unknown_last_week (SPEC §2b)"
+        );
+        return ExitCode::SUCCESS;
+    }
     while let Some(arg) = it.next() {
         match (arg.as_str(), it.next()) {
             ("--data", Some(dir)) => data = Some(PathBuf::from(dir)),
             ("--out", Some(file)) => out = Some(PathBuf::from(file)),
+            ("--unknown-after", Some(minutes)) => match minutes.parse().ok().and_then(Horizon::minutes) {
+                Some(h) => horizon = h,
+                None => {
+                    eprintln!(
+                        "report-worker compute: --unknown-after takes whole minutes from 1 to 1440, not {minutes:?}"
+                    );
+                    return ExitCode::from(2);
+                }
+            },
             _ => {
                 eprintln!("report-worker compute: unexpected argument {arg:?}\n{USAGE}");
                 return ExitCode::from(2);
@@ -56,7 +76,7 @@ fn compute(args: &[String]) -> ExitCode {
         return ExitCode::from(2);
     };
     let loaded_at = chrono::Utc::now().timestamp_micros();
-    match cli::compute(&data, out.as_deref(), loaded_at) {
+    match cli::compute(&data, out.as_deref(), horizon, loaded_at) {
         Ok(outcome) => {
             for warning in &outcome.warnings {
                 eprintln!("warning: {warning}");

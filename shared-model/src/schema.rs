@@ -103,6 +103,17 @@ diesel::table! {
         heartbeat_at -> Nullable<Datetime>,
         redeliveries -> Unsigned<Integer>,
         csv_deleted_at -> Nullable<Datetime>,
+        unknown_after_minutes -> Nullable<Unsigned<Smallint>>,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (client, idempotency_key) {
+        idempotency_key -> Varchar,
+        client -> Char,
+        body_digest -> Char,
+        report_id -> Char,
+        created_at -> Datetime,
     }
 }
 
@@ -125,4 +136,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     store_timezones,
     reports,
     report_chunks,
+    idempotency_keys,
 );

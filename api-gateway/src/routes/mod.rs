@@ -4,3 +4,4 @@ pub mod health;
 pub mod metrics;
 pub mod openapi;
 pub mod reports;
+pub mod stores;

@@ -10,7 +10,10 @@ use chrono::{NaiveDateTime, Utc};
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use shared_model::db::DbPool;
-use shared_model::models::reports::{self, Created, Progress, Report, ReportChunk, ReportStatus};
+use shared_model::models::idempotency_keys::{KEY_LIFETIME_HOURS, MAX_KEY_LEN};
+use shared_model::models::reports::{
+    self, Created, Idempotency, NewReport, Progress, Report, ReportChunk, ReportStatus,
+};
 use shared_model::models::versions::DataVersion;
 
 use crate::auth::{Caller, Role, require};
@@ -19,10 +22,18 @@ use crate::db;
 use crate::error::{ApiError, method_not_allowed};
 use crate::publisher;
 use crate::state::AppState;
+use uptime_core::engine::Horizon;
 
 /// Tells a client that asked for CSV what it got (and one that polls with `Accept: text/csv` whether
 /// the body is the report or a status).
 pub const REPORT_STATUS_HEADER: header::HeaderName = header::HeaderName::from_static("x-report-status");
+/// The trigger's deduplication key (as in the IETF draft and the payment APIs that use it).
+pub const IDEMPOTENCY_KEY_HEADER: header::HeaderName = header::HeaderName::from_static("idempotency-key");
+/// Set on a trigger's answer that replays the report an idempotency key created earlier.
+pub const IDEMPOTENT_REPLAYED_HEADER: header::HeaderName = header::HeaderName::from_static("idempotent-replayed");
+/// How long a client should wait before asking again about a Running report: progress is written every
+/// 250 ms and a full-size report takes about a second, so a couple of seconds keeps polls few.
+pub const RETRY_AFTER_SECONDS: u32 = 2;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -30,6 +41,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .wrap(from_fn(require(Role::Reporter)))
             .route(web::post().to(trigger_report))
             .default_service(web::to(method_not_allowed("POST"))),
+    )
+    .service(
+        web::resource("/reports")
+            .wrap(from_fn(require(Role::Reader)))
+            .route(web::get().to(list_reports))
+            .default_service(web::to(method_not_allowed("GET"))),
     )
     .service(
         web::resource("/get_report")
@@ -63,18 +80,20 @@ struct Triggered<'a> {
 }
 
 /// Creates the report, and answers 202. A report of data that has not changed since a Running or Complete,
-/// unexpired report shares that computation: no job. Any other is created in the outbox and its job
-/// published with a confirm; a job the broker did not confirm in time is published by the outbox relay.
-/// Admission first: the caller's triggers per minute, then (in the transaction that would create it) the
-/// reports waiting for a worker; a refused trigger stores and queues nothing.
+/// unexpired report of the same options shares that computation: no job. Any other is created in the
+/// outbox and its job published with a confirm; a job the broker did not confirm in time is published by
+/// the outbox relay. An `Idempotency-Key` seen within 24 h answers the report it created (422 when the
+/// options differ), creating nothing. Admission first: the caller's triggers per minute, then (in the
+/// transaction that would create it) the reports waiting for a worker; a refused trigger stores and queues
+/// nothing.
 async fn trigger_report(
     state: web::Data<AppState>,
     caller: Caller,
     request: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(&request, body, state.settings.max_body_bytes).await?;
-    let _options = trigger_options(&request, &body)?;
+    let options = trigger_options(&request, body, state.settings.max_body_bytes).await?;
+    let key = idempotency_key(request.headers())?;
     let admitted = state.triggers.admit(&caller.digest, std::time::Instant::now()).map_err(|retry_after_s| {
         ApiError::TooManyRequests {
             message: format!(
@@ -90,13 +109,35 @@ async fn trigger_report(
     let max_pending = state.reports.max_pending;
     let created = {
         let report_id = report_id.clone();
+        let digest = options.digest();
+        let client = crate::auth::to_hex(&caller.digest);
         db::call(&state.pool, move |conn| {
-            reports::create_or_share(conn, &report_id, created_at.naive_utc(), finished_after, max_pending)
+            let new = NewReport {
+                report_id: &report_id,
+                created_at: created_at.naive_utc(),
+                finished_after,
+                unknown_after_minutes: options.unknown_after_minutes,
+                max_pending,
+                idempotency: key.as_deref().map(|key| Idempotency {
+                    key,
+                    client: &client,
+                    body_digest: &digest,
+                    seen_after: created_at.naive_utc() - chrono::Duration::hours(KEY_LIFETIME_HOURS),
+                }),
+            };
+            reports::create_or_share(conn, new)
         })
         .await
     };
     let created = match created {
-        Ok(Created::TooManyPending { pending }) => {
+        Ok(created) => created,
+        Err(error) => {
+            admitted.refund();
+            return Err(error.into());
+        }
+    };
+    match created {
+        Created::TooManyPending { pending } => {
             admitted.refund();
             log::warn!("trigger by {:?} refused: {pending} reports wait for a worker", caller.name);
             return Err(ApiError::TooManyRequests {
@@ -106,15 +147,26 @@ async fn trigger_report(
                 retry_after_s: PENDING_RETRY_AFTER_S,
             });
         }
-        Ok(created) => created,
-        Err(error) => {
+        // A replayed or refused key creates nothing, so it takes nothing from the caller's quota.
+        Created::Replayed { report_id: earlier } => {
             admitted.refund();
-            return Err(error.into());
+            log::info!("trigger with a known idempotency key: answers report_id={earlier}");
+            let mut response = triggered(&earlier);
+            response.headers_mut().insert(IDEMPOTENT_REPLAYED_HEADER, header::HeaderValue::from_static("true"));
+            return Ok(response);
         }
-    };
-    if let Created::Shares { shared_report_id } = created {
-        log::info!("report_id={report_id} triggered on unchanged data: shares report_id={shared_report_id}");
-        return Ok(triggered(&report_id));
+        Created::KeyReused => {
+            admitted.refund();
+            return Err(ApiError::Unprocessable(format!(
+                "this Idempotency-Key was used in the last {KEY_LIFETIME_HOURS} hours with another request body; \
+                 use a new key for a new request"
+            )));
+        }
+        Created::Shares { shared_report_id } => {
+            log::info!("report_id={report_id} triggered on unchanged data: shares report_id={shared_report_id}");
+            return Ok(triggered(&report_id));
+        }
+        Created::NeedsJob => {}
     }
     let job = publisher::report_job(&report_id, created_at);
     match state.publisher.publish(&job, state.settings.publish_timeout()).await {
@@ -132,22 +184,41 @@ async fn trigger_report(
     Ok(triggered(&report_id))
 }
 
-/// What a trigger's body may ask for (SPEC §3): `unknown_after_minutes` (1 to 1440) is checked, not yet
-/// used by the report.
-#[derive(Debug, Default, Deserialize)]
-pub struct TriggerOptions {
-    pub unknown_after_minutes: Option<u32>,
+/// The trigger's answer. A sharer of a Complete report answers Running too, as SPEC §3 has it: its first
+/// poll says Complete.
+fn triggered(report_id: &str) -> HttpResponse {
+    HttpResponse::Accepted()
+        .insert_header((header::LOCATION, format!("/get_report/{report_id}")))
+        .json(Triggered { report_id, status: ReportStatus::Running.as_str() })
 }
 
-/// SPEC §2b: the gap horizon is 1 to 1440 minutes.
-const UNKNOWN_AFTER_MINUTES: std::ops::RangeInclusive<u32> = 1..=1440;
+/// The options of a trigger (SPEC §3): its optional JSON body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerOptions {
+    /// SPEC §2b's gap horizon, 1 to 1440 minutes.
+    unknown_after_minutes: Option<u16>,
+}
 
-/// The body rule of a trigger: none at all, or a JSON object sent as `application/json` (so no form of
-/// another site can post one). 400 otherwise.
-fn trigger_options(request: &HttpRequest, body: &[u8]) -> Result<TriggerOptions, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+impl TriggerOptions {
+    /// What an idempotency key remembers of the request: its options, not its bytes, so the same options
+    /// written with other white space (or an empty body and `{}`) are the same request.
+    fn digest(&self) -> String {
+        use sha2::Digest as _;
+        let canonical = format!("v1;unknown_after_minutes={:?}", self.unknown_after_minutes);
+        format!("{:x}", sha2::Sha256::digest(canonical.as_bytes()))
+    }
+}
+
+/// Reads the trigger's body (at most `limit` bytes, else 413) and parses its options: no body (or only
+/// white space) asks for none; otherwise a JSON object sent as `application/json` with only `unknown_after_minutes` (1 to 1440, or
+/// null), else 400.
+async fn trigger_options(request: &HttpRequest, body: web::Payload, limit: usize) -> Result<TriggerOptions, ApiError> {
+    let bytes = read_body(request, body, limit).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(TriggerOptions::default());
     }
+    // Only JSON, so no form of another site can post a trigger.
     let is_json = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -159,28 +230,35 @@ fn trigger_options(request: &HttpRequest, body: &[u8]) -> Result<TriggerOptions,
             "a trigger's body must be JSON sent with Content-Type: application/json (or send no body)".into(),
         ));
     }
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(ApiError::BadRequest("the request body must be a JSON object, such as {}".into()));
+    let bad_body = |e: serde_json::Error| {
+        ApiError::BadRequest(format!(
+            "the body must be a JSON object like {{\"unknown_after_minutes\": 60}} (or empty): {e}"
+        ))
+    };
+    // An object first: serde would also read the struct from an array.
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes).map_err(bad_body)?;
+    let options = TriggerOptions::deserialize(serde_json::Value::Object(object)).map_err(bad_body)?;
+    match options.unknown_after_minutes {
+        Some(minutes) if Horizon::minutes(u32::from(minutes)).is_none() => Err(ApiError::BadRequest(format!(
+            "unknown_after_minutes must be a whole number of minutes from 1 to 1440, not {minutes}"
+        ))),
+        _ => Ok(options),
     }
-    let options: TriggerOptions = serde_json::from_value(value)
-        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid: {e}")))?;
-    if options.unknown_after_minutes.is_some_and(|minutes| !UNKNOWN_AFTER_MINUTES.contains(&minutes)) {
-        return Err(ApiError::BadRequest("unknown_after_minutes must be a whole number from 1 to 1440".into()));
-    }
-    Ok(options)
 }
 
-/// The trigger's answer. A sharer of a Complete report answers Running too, as SPEC §3 has it: its first
-/// poll says Complete.
-fn triggered(report_id: &str) -> HttpResponse {
-    HttpResponse::Accepted()
-        .insert_header((header::LOCATION, format!("/get_report/{report_id}")))
-        .json(Triggered { report_id, status: ReportStatus::Running.as_str() })
+/// The `Idempotency-Key` header, if any: 1 to 255 visible ASCII characters, else 400.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else { return Ok(None) };
+    let key = value.as_bytes();
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !key.iter().all(u8::is_ascii_graphic) {
+        return Err(ApiError::BadRequest(format!(
+            "the Idempotency-Key header must be 1 to {MAX_KEY_LEN} visible ASCII characters (no spaces)"
+        )));
+    }
+    Ok(Some(String::from_utf8_lossy(key).into_owned()))
 }
 
-/// The request body, refused (413) as soon as it is known to be larger than the limit.
+/// Reads a body of at most `limit` bytes; a larger one is refused (413) without reading it all.
 async fn read_body(request: &HttpRequest, mut body: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
     let declared = request
         .headers()
@@ -231,25 +309,27 @@ async fn download(state: web::Data<AppState>, report_id: web::Path<String>) -> R
     let report_id = report_id.into_inner();
     match load_view(&state, &report_id).await? {
         ReportView::Complete(report) => csv_response(&state, report_id, &report, true).await,
-        ReportView::Running { progress, data_version } => {
+        ReportView::Running { progress, data_version, about } => {
             let error = format!("report {report_id} is still running; download it once its status is Complete");
             let body = serde_json::to_value(Running {
                 report_id: &report_id,
                 status: ReportStatus::Running.as_str(),
                 progress,
                 data_version,
+                about,
                 error: Some(error),
             })
             .map_err(ApiError::internal)?;
             Err(ApiError::NotComplete { report_id, body })
         }
-        ReportView::Failed { error, data_version, expires_at } => {
+        ReportView::Failed { error, data_version, expires_at, about } => {
             let body = serde_json::to_value(Failed {
                 report_id: &report_id,
                 status: ReportStatus::Failed.as_str(),
                 error: &error,
                 data_version,
                 expires_at: rfc3339(expires_at),
+                about,
             })
             .map_err(ApiError::internal)?;
             Err(ApiError::NotComplete { report_id, body })
@@ -259,9 +339,34 @@ async fn download(state: web::Data<AppState>, report_id: web::Path<String>) -> R
 
 /// What a report answers, read from the cache or MySQL.
 enum ReportView {
-    Running { progress: Option<ProgressBody>, data_version: Option<DataVersionBody> },
+    Running { progress: Option<ProgressBody>, data_version: Option<DataVersionBody>, about: AboutBody },
     Complete(Arc<CompletedReport>),
-    Failed { error: String, data_version: Option<DataVersionBody>, expires_at: NaiveDateTime },
+    Failed { error: String, data_version: Option<DataVersionBody>, expires_at: NaiveDateTime, about: AboutBody },
+}
+
+/// What every report answer says of the report's life and options: when it was created, when its
+/// computation started and finished (once known), and the gap horizon it was asked with (when set).
+#[derive(Serialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct AboutBody {
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completed_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unknown_after_minutes: Option<u16>,
+}
+
+impl AboutBody {
+    /// A sharer's computation is its shared report's: it started when that one did.
+    fn of(report: &Report, computed_by: Option<&Report>) -> Self {
+        Self {
+            created_at: rfc3339(report.created_at),
+            started_at: report.started_at.or_else(|| computed_by.and_then(|c| c.started_at)).map(rfc3339),
+            completed_at: report.finished_at.filter(|_| report.status != ReportStatus::Running).map(rfc3339),
+            unknown_after_minutes: report.unknown_after_minutes,
+        }
+    }
 }
 
 /// The load ids a report reflects: the settled polls load, the hours and the zones snapshots.
@@ -302,6 +407,8 @@ struct Running<'a> {
     progress: Option<ProgressBody>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data_version: Option<DataVersionBody>,
+    #[serde(flatten)]
+    about: AboutBody,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -316,6 +423,8 @@ struct Complete<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     data_version: Option<DataVersionBody>,
     expires_at: String,
+    #[serde(flatten)]
+    about: &'a AboutBody,
 }
 
 #[derive(Serialize)]
@@ -326,6 +435,8 @@ struct Failed<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     data_version: Option<DataVersionBody>,
     expires_at: String,
+    #[serde(flatten)]
+    about: AboutBody,
 }
 
 async fn load_view(state: &AppState, report_id: &str) -> Result<ReportView, ApiError> {
@@ -339,42 +450,58 @@ async fn load_view(state: &AppState, report_id: &str) -> Result<ReportView, ApiE
     let id = report_id.to_owned();
     let (report, computed_by) = db::call(&state.pool, move |conn| {
         let Some(report) = reports::find(conn, &id)? else { return Ok((None, None)) };
-        // A Running sharer's progress is its shared report's.
-        let computed_by = match (&report.shares_report_id, report.status) {
-            (Some(shared), ReportStatus::Running) => reports::find(conn, shared)?,
-            _ => None,
+        // A sharer's progress and start are its shared report's.
+        let computed_by = match &report.shares_report_id {
+            Some(shared) => reports::find(conn, shared)?,
+            None => None,
         };
         Ok((Some(report), computed_by))
     })
     .await?;
     let report = report.ok_or_else(|| ApiError::unknown_report(report_id))?;
+    let view = view_of(state, &report, computed_by.as_ref(), now)?;
+    if let ReportView::Complete(completed) = &view {
+        state.completed.insert(report_id, completed.clone());
+    }
+    Ok(view)
+}
+
+/// What a report read from MySQL answers (410 once expired).
+fn view_of(
+    state: &AppState,
+    report: &Report,
+    computed_by: Option<&Report>,
+    now: NaiveDateTime,
+) -> Result<ReportView, ApiError> {
     let data_version = report.data_version().map(DataVersionBody::from);
     // A finished report without a finish time (written by hand) counts from its creation.
     let expires_at = (report.status != ReportStatus::Running)
         .then(|| report.finished_at.unwrap_or(report.created_at) + state.reports.retention());
     if let Some(expired_at) = expires_at.filter(|at| *at <= now) {
-        return Err(ApiError::Gone { report_id: report_id.to_owned(), expired_at: rfc3339(expired_at) });
+        return Err(ApiError::Gone { report_id: report.report_id.clone(), expired_at: rfc3339(expired_at) });
     }
+    let about = AboutBody::of(report, computed_by);
     Ok(match (report.status, expires_at) {
         (ReportStatus::Running, _) | (_, None) => ReportView::Running {
-            progress: computed_by.as_ref().unwrap_or(&report).progress().map(ProgressBody::from),
+            progress: computed_by.unwrap_or(report).progress().map(ProgressBody::from),
             data_version,
+            about,
         },
         (ReportStatus::Failed, Some(expires_at)) => ReportView::Failed {
             error: report.error.clone().unwrap_or_else(|| "the report failed for an unrecorded reason".into()),
             data_version,
             expires_at,
+            about,
         },
         (ReportStatus::Complete, Some(expires_at)) => {
-            let completed = Arc::new(completed_report(&report, expires_at));
-            state.completed.insert(report_id, completed.clone());
-            ReportView::Complete(completed)
+            ReportView::Complete(Arc::new(completed_report(report, expires_at, about)))
         }
     })
 }
 
-fn completed_report(report: &Report, expires_at: NaiveDateTime) -> CompletedReport {
+fn completed_report(report: &Report, expires_at: NaiveDateTime, about: AboutBody) -> CompletedReport {
     CompletedReport {
+        about,
         as_of: report.as_of.map(rfc3339),
         stores: report.store_count.unwrap_or(0),
         csv_bytes: report.csv_bytes,
@@ -386,43 +513,100 @@ fn completed_report(report: &Report, expires_at: NaiveDateTime) -> CompletedRepo
 
 async fn report_answer(state: &AppState, request: &HttpRequest, report_id: String) -> Result<HttpResponse, ApiError> {
     let view = load_view(state, &report_id).await?;
-    let status = match &view {
-        ReportView::Running { .. } => ReportStatus::Running,
-        ReportView::Complete(_) => ReportStatus::Complete,
-        ReportView::Failed { .. } => ReportStatus::Failed,
-    };
+    let status = view.status();
     let mut response = match view {
         ReportView::Complete(report) if prefers_csv(request.headers()) => {
             csv_response(state, report_id, &report, false).await?
         }
-        ReportView::Complete(report) => HttpResponse::Ok().json(Complete {
-            report_id: &report_id,
-            status: status.as_str(),
-            download_url: download_url(request, state.settings.public_base_url.as_deref(), &report_id),
-            as_of: report.as_of.as_deref(),
-            stores: report.stores,
-            data_version: report.data_version.map(DataVersionBody::from),
-            expires_at: rfc3339(report.expires_at),
-        }),
-        ReportView::Running { progress, data_version } => HttpResponse::Ok().json(Running {
-            report_id: &report_id,
-            status: status.as_str(),
-            progress,
-            data_version,
-            error: None,
-        }),
-        ReportView::Failed { error, data_version, expires_at } => HttpResponse::Ok().json(Failed {
-            report_id: &report_id,
-            status: status.as_str(),
-            error: &error,
-            data_version,
-            expires_at: rfc3339(expires_at),
-        }),
+        ReportView::Running { .. } => HttpResponse::Ok()
+            .insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string()))
+            .json(report_body(state, request, &report_id, view)?),
+        view => HttpResponse::Ok().json(report_body(state, request, &report_id, view)?),
     };
     let headers = response.headers_mut();
     headers.insert(header::VARY, header::HeaderValue::from_static("Accept"));
     headers.insert(REPORT_STATUS_HEADER, header::HeaderValue::from_static(status.as_str()));
     Ok(response)
+}
+
+impl ReportView {
+    fn status(&self) -> ReportStatus {
+        match self {
+            ReportView::Running { .. } => ReportStatus::Running,
+            ReportView::Complete(_) => ReportStatus::Complete,
+            ReportView::Failed { .. } => ReportStatus::Failed,
+        }
+    }
+}
+
+/// The report JSON of `GET /get_report/{id}` (and of each entry of `GET /reports`).
+fn report_body(
+    state: &AppState,
+    request: &HttpRequest,
+    report_id: &str,
+    view: ReportView,
+) -> Result<serde_json::Value, ApiError> {
+    let status = view.status().as_str();
+    match view {
+        ReportView::Complete(report) => serde_json::to_value(Complete {
+            report_id,
+            status,
+            download_url: download_url(request, state.settings.public_base_url.as_deref(), report_id),
+            as_of: report.as_of.as_deref(),
+            stores: report.stores,
+            data_version: report.data_version.map(DataVersionBody::from),
+            expires_at: rfc3339(report.expires_at),
+            about: &report.about,
+        }),
+        ReportView::Running { progress, data_version, about } => {
+            serde_json::to_value(Running { report_id, status, progress, data_version, about, error: None })
+        }
+        ReportView::Failed { error, data_version, expires_at, about } => serde_json::to_value(Failed {
+            report_id,
+            status,
+            error: &error,
+            data_version,
+            expires_at: rfc3339(expires_at),
+            about,
+        }),
+    }
+    .map_err(ApiError::internal)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<u32>,
+}
+
+/// Reports `GET /reports` lists by default and at most.
+const LIST_DEFAULT: u32 = 20;
+const LIST_MAX: u32 = 100;
+
+/// `GET /reports?limit=N`: the newest reports that have not expired, newest first, each as
+/// `GET /get_report/{id}` answers it in JSON.
+async fn list_reports(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(LIST_DEFAULT);
+    if !(1..=LIST_MAX).contains(&limit) {
+        return Err(ApiError::BadRequest(format!("limit must be from 1 to {LIST_MAX}, not {limit}")));
+    }
+    let now = Utc::now().naive_utc();
+    let finished_after = now - state.reports.retention();
+    let listed = db::call(&state.pool, move |conn| reports::recent(conn, finished_after, limit)).await?;
+    let mut bodies = Vec::with_capacity(listed.len());
+    for (report, computed_by) in &listed {
+        match view_of(&state, report, computed_by.as_ref(), now) {
+            Ok(view) => bodies.push(report_body(&state, &request, &report.report_id, view)?),
+            // Expired between the query and now.
+            Err(ApiError::Gone { .. }) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "reports": bodies })))
 }
 
 /// The absolute URL of the download: under `public_base_url` when set, else the scheme and host the

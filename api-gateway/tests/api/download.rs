@@ -43,9 +43,12 @@ async fn a_report_that_is_not_complete_cannot_be_downloaded_409() {
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(
         body,
-        serde_json::json!({
-            "report_id": failed, "status": "Failed", "error": "no data loaded", "expires_at": app.expires_at(&failed)
-        })
+        app.with_times(
+            &failed,
+            serde_json::json!({
+                "report_id": failed, "status": "Failed", "error": "no data loaded", "expires_at": app.expires_at(&failed)
+            })
+        )
     );
 }
 

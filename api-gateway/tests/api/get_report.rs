@@ -13,7 +13,7 @@ async fn a_report_no_worker_has_started_is_running_without_progress() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-report-status"], "Running");
     let body: serde_json::Value = response.json().await.expect("json");
-    assert_eq!(body, serde_json::json!({ "report_id": report_id, "status": "Running" }));
+    assert_eq!(body, app.with_times(&report_id, serde_json::json!({ "report_id": report_id, "status": "Running" })));
 }
 
 #[tokio::test]
@@ -28,11 +28,15 @@ async fn a_running_report_shows_its_progress() {
 
     assert_eq!(
         body,
-        serde_json::json!({
-            "report_id": report_id, "status": "Running",
-            "progress": { "stores_done": 1_200, "stores_total": 14_087 }
-        })
+        app.with_times(
+            &report_id,
+            serde_json::json!({
+                "report_id": report_id, "status": "Running",
+                "progress": { "stores_done": 1_200, "stores_total": 14_087 }
+            })
+        )
     );
+    assert!(body["started_at"].is_string(), "a started report says when: {body}");
 }
 
 #[tokio::test]
@@ -49,14 +53,18 @@ async fn a_complete_report_answers_its_absolute_download_url_as_of_and_store_cou
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(
         body,
-        serde_json::json!({
-            "report_id": report_id, "status": "Complete",
-            "download_url": format!("http://127.0.0.1:{}/download/{report_id}", app.port),
-            "as_of": "2023-01-25T18:13:18.647069Z",
-            "stores": 3,
-            "expires_at": app.expires_at(&report_id)
-        })
+        app.with_times(
+            &report_id,
+            serde_json::json!({
+                "report_id": report_id, "status": "Complete",
+                "download_url": format!("http://127.0.0.1:{}/download/{report_id}", app.port),
+                "as_of": "2023-01-25T18:13:18.647069Z",
+                "stores": 3,
+                "expires_at": app.expires_at(&report_id)
+            })
+        )
     );
+    assert!(body["completed_at"].is_string(), "a complete report says when it completed: {body}");
     // Twice: the second answer comes from the cache of completed reports and must be the same.
     let again: serde_json::Value = app.get(&format!("/get_report/{report_id}")).await.json().await.expect("json");
     assert_eq!(again, body);
@@ -130,11 +138,14 @@ async fn a_failed_report_says_what_went_wrong() {
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(
         body,
-        serde_json::json!({
-            "report_id": report_id, "status": "Failed",
-            "error": "the polls table is empty; load store_status.csv first",
-            "expires_at": app.expires_at(&report_id)
-        })
+        app.with_times(
+            &report_id,
+            serde_json::json!({
+                "report_id": report_id, "status": "Failed",
+                "error": "the polls table is empty; load store_status.csv first",
+                "expires_at": app.expires_at(&report_id)
+            })
+        )
     );
 }
 

@@ -190,6 +190,33 @@ impl TestApp {
         .expect("insert a load record");
     }
 
+    /// `expected` plus the times every report answer carries, as the report's row holds them: `created_at`,
+    /// and `started_at` and `completed_at` once known (RFC 3339).
+    pub fn with_times(&self, report_id: &str, mut expected: serde_json::Value) -> serde_json::Value {
+        let row = self.report(report_id);
+        let rfc = |at: chrono::NaiveDateTime| serde_json::Value::from(api_gateway::rfc3339_micros(at.and_utc()));
+        let map = expected.as_object_mut().expect("an object");
+        map.insert("created_at".into(), rfc(row.created_at));
+        if let Some(started) = row.started_at {
+            map.insert("started_at".into(), rfc(started));
+        }
+        if let Some(finished) = row.finished_at.filter(|_| row.status != reports::ReportStatus::Running) {
+            map.insert("completed_at".into(), rfc(finished));
+        }
+        expected
+    }
+
+    pub async fn trigger_with(&self, body: Option<&str>, key: Option<&str>) -> reqwest::Response {
+        let mut request = self.client.post(format!("{}/trigger_report", self.address));
+        if let Some(body) = body {
+            request = request.header("Content-Type", "application/json").body(body.to_owned());
+        }
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request.send().await.expect("request")
+    }
+
     pub fn report(&self, report_id: &str) -> reports::Report {
         reports::find(&mut self.conn(), report_id).expect("query").expect("report exists")
     }

@@ -13,3 +13,4 @@ mod observability;
 mod outbox;
 mod security;
 mod trigger;
+mod trigger_options;

@@ -38,14 +38,14 @@ async fn trigger_answers_202_with_location_and_queues_a_persistent_json_job() {
 }
 
 #[tokio::test]
-async fn trigger_ignores_a_body_and_every_trigger_is_a_new_report() {
+async fn every_trigger_of_new_data_is_a_new_report() {
     let app = spawn_app().await;
 
     let first = app
         .client
         .post(format!("{}/trigger_report", app.address))
         .header("Content-Type", "application/json")
-        .body(r#"{"store_id": "ignored"}"#)
+        .body("{}")
         .send()
         .await
         .expect("request");

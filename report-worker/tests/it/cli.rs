@@ -12,8 +12,14 @@ fn compute(args: &[&str]) -> Output {
 }
 
 fn assert_report_equals_expected(name: &str) {
+    assert_report_with_args_equals_expected(name, &[]);
+}
+
+fn assert_report_with_args_equals_expected(name: &str, args: &[&str]) {
     let dir = fixture(name);
-    let out = compute(&["--data", dir.to_str().expect("utf-8 path")]);
+    let mut all = vec!["--data", dir.to_str().expect("utf-8 path")];
+    all.extend_from_slice(args);
+    let out = compute(&all);
     assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
     let expected = std::fs::read_to_string(dir.join("expected_report.csv")).expect("expected report");
     assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{name}");
@@ -43,6 +49,25 @@ fn defaults_and_bad_rows_report_and_summary() {
         "unknown time zones (America/Chicago used): 1",
     ] {
         assert!(stderr.contains(expected), "stderr lacks {expected:?}:\n{stderr}");
+    }
+}
+
+#[test]
+fn gap_horizon_adds_the_unknown_columns_worked_out_by_hand() {
+    // The expected figures are derived in the fixture's README.md.
+    assert_report_with_args_equals_expected("gap-horizon-30", &["--unknown-after", "30"]);
+}
+
+#[test]
+fn gap_horizon_outside_one_minute_to_a_day_is_refused() {
+    let dir = fixture("gap-horizon-30");
+    let help = compute(&["--help"]);
+    assert!(help.status.success() && String::from_utf8_lossy(&help.stdout).contains("--unknown-after"));
+    for bad in ["0", "1441", "sixty", "-5"] {
+        let out = compute(&["--data", dir.to_str().expect("utf-8"), "--unknown-after", bad]);
+        assert_eq!(out.status.code(), Some(2), "--unknown-after {bad}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("1 to 1440"));
+        assert!(out.stdout.is_empty());
     }
 }
 

@@ -13,7 +13,7 @@ use shared_model::models::polls;
 use shared_model::schema::{business_hours, current_snapshots, loads, snapshots, store_timezones, stores};
 pub use test_support::report_fixture as fixture;
 pub use test_support::{TestDatabase, create_report, job_body, report_row};
-use uptime_core::engine::{self, Inputs, NoProgress};
+use uptime_core::engine::{self, Horizon, Inputs, NoProgress};
 use uptime_core::input::{self, DataFiles, HoursRow, Poll, StoreIds};
 use uptime_core::time::HOUR;
 
@@ -169,7 +169,7 @@ impl Data {
         let zones: HashMap<u32, chrono_tz::Tz> =
             self.zones.iter().filter_map(|(k, name)| name.parse().ok().map(|tz| (*k, tz))).collect();
         let mut out = Vec::new();
-        engine::report(Inputs { polls: &polls, hours: &self.hours, zones: &zones }, &NoProgress)
+        engine::report(Inputs { polls: &polls, hours: &self.hours, zones: &zones }, Horizon::NONE, &NoProgress)
             .write_csv(&mut out, |k| self.ids[&k].as_str())
             .expect("write to memory");
         out

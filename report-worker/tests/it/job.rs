@@ -554,7 +554,7 @@ fn a_job_naming_an_impossible_report_id_is_acknowledged_without_any_sql() {
 fn trigger(conn: &mut MysqlConnection) -> String {
     let id = test_support::new_report_id();
     let now = chrono::Utc::now().naive_utc();
-    let created = reports::create_or_share(conn, &id, now, now, u64::MAX).expect("create");
+    let created = reports::create_or_share(conn, reports::NewReport::plain(&id, now, now)).expect("create");
     assert_eq!(created, reports::Created::NeedsJob);
     id
 }

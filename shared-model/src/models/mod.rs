@@ -2,6 +2,7 @@
 
 mod text_enum;
 
+pub mod idempotency_keys;
 pub mod loads;
 pub mod polls;
 pub mod reports;

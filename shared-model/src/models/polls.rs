@@ -381,7 +381,7 @@ mod tests {
 // the window, not the history the table holds.
 //
 // A module of their own, so this part can follow the tests above (clippy: items_after_test_module).
-pub use worker_reads::{count_changed_since, read_changed_since, read_since};
+pub use worker_reads::{count_changed_since, read_changed_since, read_since, read_store};
 
 mod worker_reads {
     use super::*;
@@ -419,5 +419,19 @@ mod worker_reads {
             .count()
             .get_result(conn)?;
         Ok(n.unsigned_abs())
+    }
+
+    /// One store's polls in `[from, to]`, by instant: a range of the primary key (store_key, polled_at),
+    /// so the server reads only those rows, whatever the table holds.
+    pub fn read_store(conn: &mut MysqlConnection, store_key: u32, from: Micros, to: Micros) -> QueryResult<Vec<Poll>> {
+        polls::table
+            .filter(polls::store_key.eq(store_key))
+            .filter(polls::polled_at.ge(datetime(from)))
+            .filter(polls::polled_at.le(datetime(to)))
+            .select((polls::store_key, polls::polled_at, polls::active))
+            .order(polls::polled_at)
+            .load_iter::<(u32, MysqlTime, bool), DefaultLoadingMode>(conn)?
+            .map(|row| row.map(poll))
+            .collect()
     }
 }

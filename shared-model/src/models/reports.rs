@@ -30,6 +30,7 @@ use chrono::NaiveDateTime;
 use diesel::mysql::MysqlConnection;
 use diesel::prelude::*;
 
+use super::idempotency_keys::{self, IdempotencyKeyRow};
 use super::text_enum::text_enum;
 use super::versions::DataVersion;
 use crate::db::NamedLock;
@@ -103,6 +104,8 @@ pub struct Report {
     pub redeliveries: u32,
     /// When the expired CSV was deleted; `None` while it is kept.
     pub csv_deleted_at: Option<NaiveDateTime>,
+    /// The gap horizon of SPEC §2b the report was asked for; `None`: none (SPEC §2's six columns).
+    pub unknown_after_minutes: Option<u16>,
 }
 
 /// How far a running report is.
@@ -165,6 +168,11 @@ pub enum Created {
     /// Nothing stored: the report would need a job, and `pending` reports already wait for a worker
     /// (at least the `max_pending` asked for).
     TooManyPending { pending: u64 },
+    /// Nothing: the idempotency key was used for the same options within its lifetime, and this is the
+    /// report it created then.
+    Replayed { report_id: String },
+    /// Nothing: the idempotency key was used for other options within its lifetime.
+    KeyReused,
 }
 
 /// Reports waiting for a worker: Running, with a job of their own (not sharing), that no worker has
@@ -179,23 +187,60 @@ pub fn count_waiting_for_worker(conn: &mut MysqlConnection) -> QueryResult<u64> 
     Ok(u64::try_from(count).unwrap_or(0))
 }
 
+/// A trigger's request: the new report's id and options, and how the trigger deduplicates.
+#[derive(Debug, Clone, Copy)]
+pub struct NewReport<'a> {
+    pub report_id: &'a str,
+    pub created_at: NaiveDateTime,
+    /// A Complete report that finished before this has expired and is not shared.
+    pub finished_after: NaiveDateTime,
+    /// The gap horizon of SPEC §2b (1 to 1440), `None` for none.
+    pub unknown_after_minutes: Option<u16>,
+    /// Nothing is created when a job would be needed while this many reports already wait for a worker
+    /// ([`count_waiting_for_worker`]); under the lock that count is exact.
+    pub max_pending: u64,
+    pub idempotency: Option<Idempotency<'a>>,
+}
+
+impl<'a> NewReport<'a> {
+    /// A report with no options, no idempotency key and no bound on the reports waiting for a worker.
+    pub fn plain(report_id: &'a str, created_at: NaiveDateTime, finished_after: NaiveDateTime) -> Self {
+        NewReport {
+            report_id,
+            created_at,
+            finished_after,
+            unknown_after_minutes: None,
+            max_pending: u64::MAX,
+            idempotency: None,
+        }
+    }
+}
+
+/// An `Idempotency-Key` of a trigger.
+#[derive(Debug, Clone, Copy)]
+pub struct Idempotency<'a> {
+    pub key: &'a str,
+    /// The caller's token digest (hex): a key is the caller's own.
+    pub client: &'a str,
+    /// A digest of the trigger's options: the same key with another digest is refused.
+    pub body_digest: &'a str,
+    /// Keys stored before this have expired.
+    pub seen_after: NaiveDateTime,
+}
+
 /// How long a trigger waits for another trigger's sharing decision before computing on its own.
 const SHARING_LOCK_WAIT_SECONDS: u64 = 5;
 
 /// Creates a Running report of the data version this connection sees. When a report of the same version
-/// is Running, or Complete with its CSV kept and finished at or after `finished_after` (not expired), the
-/// new report shares it instead (and is Complete at once when the shared one is). Triggers decide one at
-/// a time under a named lock of this database, so simultaneous triggers of unchanged data still make one
-/// computation; a trigger that cannot take the lock within a few seconds creates a report of its own.
-/// A report that would need a job while `max_pending` reports already wait for a worker
-/// ([`count_waiting_for_worker`]) is not created (`TooManyPending`); under the lock that count is exact.
-pub fn create_or_share(
-    conn: &mut MysqlConnection,
-    report_id: &str,
-    created_at: NaiveDateTime,
-    finished_after: NaiveDateTime,
-    max_pending: u64,
-) -> QueryResult<Created> {
+/// and options is Running, or Complete with its CSV kept and finished at or after `finished_after` (not
+/// expired), the new report shares it instead (and is Complete at once when the shared one is). Triggers
+/// decide one at a time under a named lock of this database, so simultaneous triggers of unchanged data
+/// still make one computation; a trigger that cannot take the lock within a few seconds creates a report
+/// of its own. A report that would need a job while `max_pending` reports wait for a worker is not
+/// created (`TooManyPending`). With an idempotency key seen within its lifetime nothing is created: the answer names the
+/// report the key created (or says the key was used for other options).
+pub fn create_or_share(conn: &mut MysqlConnection, new: NewReport<'_>) -> QueryResult<Created> {
+    let report_id = new.report_id;
     // Named locks are server-wide: one per database, so databases on one server do not wait on each other.
     let database: Option<String> =
         diesel::select(diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::Text>>("DATABASE()"))
@@ -206,18 +251,31 @@ pub fn create_or_share(
         log::warn!("report_id={report_id}: another trigger held the sharing lock too long; computing on its own");
     }
     let created = conn.transaction(|conn| {
+        if let Some(known) = new.idempotency.map(|key| replayed(conn, key)).transpose()?.flatten() {
+            return Ok(known);
+        }
         let version = super::versions::current(conn)?;
         let shared = match &lock {
-            Some(_) => shareable(conn, version, finished_after)?,
+            Some(_) => shareable(conn, version, new.unknown_after_minutes, new.finished_after)?,
             None => None,
         };
         if shared.is_none() {
             let pending = count_waiting_for_worker(conn)?;
-            if pending >= max_pending {
+            if pending >= new.max_pending {
                 return Ok(Created::TooManyPending { pending });
             }
         }
-        insert_with_version(conn, report_id, created_at, version, shared.as_ref())?;
+        insert_with_version(conn, &new, version, shared.as_ref())?;
+        if let Some(key) = new.idempotency {
+            let row = IdempotencyKeyRow {
+                idempotency_key: key.key.to_owned(),
+                client: key.client.to_owned(),
+                body_digest: key.body_digest.to_owned(),
+                report_id: report_id.to_owned(),
+                created_at: new.created_at,
+            };
+            idempotency_keys::insert(conn, &row, key.seen_after)?;
+        }
         Ok(match shared {
             Some(shared) => Created::Shares { shared_report_id: shared.report_id },
             None => Created::NeedsJob,
@@ -226,7 +284,25 @@ pub fn create_or_share(
     if let Some(lock) = lock {
         lock.release(conn)?;
     }
-    created
+    match (created, new.idempotency) {
+        // Without the lock, a simultaneous trigger with the same key can insert it first: answer its report.
+        (
+            Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)),
+            Some(key),
+        ) => conn.transaction(|conn| replayed(conn, key))?.ok_or(diesel::result::Error::NotFound),
+        (created, _) => created,
+    }
+}
+
+/// The answer for a key stored within its lifetime, `None` for a new (or expired) key.
+fn replayed(conn: &mut MysqlConnection, key: Idempotency<'_>) -> QueryResult<Option<Created>> {
+    Ok(idempotency_keys::find_live(conn, key.client, key.key, key.seen_after)?.map(|row| {
+        if row.body_digest == key.body_digest {
+            Created::Replayed { report_id: row.report_id }
+        } else {
+            Created::KeyReused
+        }
+    }))
 }
 
 /// The fields of a shareable report a new sharer copies.
@@ -246,6 +322,7 @@ struct Shareable {
 fn shareable(
     conn: &mut MysqlConnection,
     version: DataVersion,
+    unknown_after_minutes: Option<u16>,
     finished_after: NaiveDateTime,
 ) -> QueryResult<Option<Shareable>> {
     let mut candidates = reports::table
@@ -266,6 +343,11 @@ fn shareable(
     candidates = match version.zones_snapshot {
         Some(id) => candidates.filter(reports::data_zones_snapshot.eq(id)),
         None => candidates.filter(reports::data_zones_snapshot.is_null()),
+    };
+    // Another horizon is another computation (SPEC §3: "with the same options").
+    candidates = match unknown_after_minutes {
+        Some(minutes) => candidates.filter(reports::unknown_after_minutes.eq(minutes)),
+        None => candidates.filter(reports::unknown_after_minutes.is_null()),
     };
     let Some(candidate) = candidates.first::<String>(conn).optional()? else {
         return Ok(None);
@@ -296,11 +378,11 @@ fn shareable(
 
 fn insert_with_version(
     conn: &mut MysqlConnection,
-    report_id: &str,
-    created_at: NaiveDateTime,
+    new: &NewReport<'_>,
     version: DataVersion,
     shared: Option<&Shareable>,
 ) -> QueryResult<()> {
+    let (report_id, created_at) = (new.report_id, new.created_at);
     let complete = shared.filter(|shared| shared.status == ReportStatus::Complete);
     diesel::insert_into(reports::table)
         .values((
@@ -318,6 +400,7 @@ fn insert_with_version(
             reports::stores_done.eq(complete.and_then(|shared| shared.store_count)),
             reports::stores_total.eq(complete.and_then(|shared| shared.store_count)),
             reports::csv_bytes.eq(complete.and_then(|shared| shared.csv_bytes)),
+            reports::unknown_after_minutes.eq(new.unknown_after_minutes),
         ))
         .execute(conn)?;
     Ok(())
@@ -326,6 +409,41 @@ fn insert_with_version(
 /// The report, or `None` for an unknown id.
 pub fn find(conn: &mut MysqlConnection, report_id: &str) -> QueryResult<Option<Report>> {
     reports::table.find(report_id).select(Report::as_select()).first(conn).optional()
+}
+
+/// Up to `limit` reports, newest first, that have not expired: Running, or finished at or after
+/// `finished_after` (a finished report without a finish time counts from its creation), each with the
+/// report it shares when it shares one. Walks the `created_at` index from its end.
+pub fn recent(
+    conn: &mut MysqlConnection,
+    finished_after: NaiveDateTime,
+    limit: u32,
+) -> QueryResult<Vec<(Report, Option<Report>)>> {
+    let listed: Vec<Report> = reports::table
+        .filter(
+            reports::status
+                .eq(ReportStatus::Running)
+                .or(diesel::dsl::sql::<diesel::sql_types::Bool>("COALESCE(finished_at, created_at) >= ")
+                    .bind::<diesel::sql_types::Datetime, _>(finished_after)),
+        )
+        .order((reports::created_at.desc(), reports::report_id.desc()))
+        .limit(i64::from(limit))
+        .select(Report::as_select())
+        .load(conn)?;
+    let shared_ids: Vec<&str> = listed.iter().filter_map(|r| r.shares_report_id.as_deref()).collect();
+    let shared: Vec<Report> = if shared_ids.is_empty() {
+        Vec::new()
+    } else {
+        reports::table.filter(reports::report_id.eq_any(&shared_ids)).select(Report::as_select()).load(conn)?
+    };
+    Ok(listed
+        .into_iter()
+        .map(|report| {
+            let computed_by =
+                report.shares_report_id.as_deref().and_then(|id| shared.iter().find(|s| s.report_id == id)).cloned();
+            (report, computed_by)
+        })
+        .collect())
 }
 
 /// Records that the broker confirmed the job: the report leaves the outbox. False when it had already
@@ -356,8 +474,9 @@ pub fn outbox(conn: &mut MysqlConnection, created_before: NaiveDateTime, limit: 
 /// What [`mark_started`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartOutcome {
-    /// The attempt is recorded (`attempts` now holds `attempt`); progress is cleared.
-    Started { attempt: u32 },
+    /// The attempt is recorded (`attempts` now holds `attempt`); progress is cleared. The report is to
+    /// be computed with this gap horizon (SPEC §2b; `None`: none).
+    Started { attempt: u32, unknown_after_minutes: Option<u16> },
     /// Another delivery finished it: ack the job without work.
     AlreadyComplete,
     /// It was marked Failed: ack the job without work.
@@ -369,13 +488,13 @@ pub enum StartOutcome {
 /// Records the start of an attempt on a Running report: `started_at`, `attempts + 1`, progress cleared.
 pub fn mark_started(conn: &mut MysqlConnection, report_id: &str) -> QueryResult<StartOutcome> {
     conn.transaction(|conn| {
-        let current: Option<(ReportStatus, u32)> = reports::table
+        let current: Option<(ReportStatus, u32, Option<u16>)> = reports::table
             .find(report_id)
-            .select((reports::status, reports::attempts))
+            .select((reports::status, reports::attempts, reports::unknown_after_minutes))
             .for_update()
             .first(conn)
             .optional()?;
-        let Some((status, attempts)) = current else {
+        let Some((status, attempts, unknown_after_minutes)) = current else {
             return Ok(StartOutcome::Unknown);
         };
         match status {
@@ -394,7 +513,7 @@ pub fn mark_started(conn: &mut MysqlConnection, report_id: &str) -> QueryResult<
                 reports::stores_total.eq(None::<u32>),
             ))
             .execute(conn)?;
-        Ok(StartOutcome::Started { attempt })
+        Ok(StartOutcome::Started { attempt, unknown_after_minutes })
     })
 }
 

@@ -146,3 +146,28 @@ pub fn zone_names(conn: &mut MysqlConnection, snapshot_id: Option<u64>) -> Query
         .select((store_timezones::store_key, store_timezones::timezone_str))
         .load(conn)
 }
+
+/// One store's business hours in a snapshot (a range of the primary key), as [`business_hours`] gives them.
+pub fn store_business_hours(
+    conn: &mut MysqlConnection,
+    snapshot_id: Option<u64>,
+    store_key: u32,
+) -> QueryResult<Vec<HoursRow>> {
+    let Some(snapshot_id) = snapshot_id else { return Ok(Vec::new()) };
+    let rows: Vec<(u32, u8, i64, i64)> = business_hours::table
+        .filter(business_hours::snapshot_id.eq(snapshot_id))
+        .filter(business_hours::store_key.eq(store_key))
+        .select((business_hours::store_key, business_hours::weekday, business_hours::start_us, business_hours::end_us))
+        .load(conn)?;
+    Ok(rows.into_iter().map(|(store, weekday, start, end)| HoursRow { store, weekday, start, end }).collect())
+}
+
+/// One store's zone name in a snapshot, as the file wrote it; `None` without a file or a row.
+pub fn store_zone_name(
+    conn: &mut MysqlConnection,
+    snapshot_id: Option<u64>,
+    store_key: u32,
+) -> QueryResult<Option<String>> {
+    let Some(snapshot_id) = snapshot_id else { return Ok(None) };
+    store_timezones::table.find((snapshot_id, store_key)).select(store_timezones::timezone_str).first(conn).optional()
+}

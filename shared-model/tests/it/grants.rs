@@ -38,7 +38,8 @@ fn the_gateway_user_creates_reports_but_writes_no_input_and_drops_nothing() {
 
     let id = new_report_id();
     let now = Utc::now().naive_utc();
-    let created = reports::create_or_share(&mut conn, &id, now, now, u64::MAX).expect("the gateway creates a report");
+    let created = reports::create_or_share(&mut conn, reports::NewReport::plain(&id, now, now))
+        .expect("the gateway creates a report");
     assert!(matches!(created, Created::NeedsJob));
     assert!(reports::mark_queued(&mut conn, &id).expect("mark queued"));
     assert!(reports::find(&mut conn, &id).expect("read it back").is_some());

@@ -4,16 +4,22 @@
 //! Exactness: every instant is an integer number of microseconds. The boundary between two observations
 //! is their midpoint, which may fall on half a microsecond, so lengths are summed in half-microseconds
 //! ([`HalfMicros`]) and rounded only when written.
+//!
+//! SPEC §2b (on request): with a gap horizon `H`, an instant whose nearest observation is more than `H`
+//! away is unknown. Each observation's cell is cut to `[at − H, at + H]`, so the horizon costs two
+//! comparisons per piece of a cell and nothing when it is absent.
 
+mod timeline;
 mod zone;
 
 use std::collections::HashMap;
 use std::io::{self, Write};
 
 use crate::input::{DEFAULT_ZONE, HoursRow, Poll};
-use crate::time::{DAY, HOUR, MICROS_PER_SECOND, Micros, WEEK};
+use crate::time::{DAY, HOUR, MINUTE, Micros, WEEK};
 use chrono_tz::Tz;
 
+pub use timeline::{BusinessInterval, Outage, Segment, SegmentStatus, StoreTimeline, TimelinePoll, store_timeline};
 pub use zone::ZoneTimeline;
 
 /// A length in half-microseconds: exact for spans that end at the midpoint of two observations.
@@ -26,6 +32,36 @@ pub const WINDOWS: [Micros; 3] = [HOUR, DAY, WEEK];
 
 /// The report's header line, exactly as SPEC §2 gives it.
 pub const HEADER: &str = "store_id,uptime_last_hour,uptime_last_day,uptime_last_week,downtime_last_hour,downtime_last_day,downtime_last_week";
+/// The header of a report with a gap horizon (SPEC §2b): three columns after the six.
+pub const HEADER_WITH_UNKNOWN: &str = "store_id,uptime_last_hour,uptime_last_day,uptime_last_week,downtime_last_hour,downtime_last_day,downtime_last_week,unknown_last_hour,unknown_last_day,unknown_last_week";
+
+/// The gap horizons SPEC §2b allows, in minutes.
+pub const UNKNOWN_AFTER_MINUTES: std::ops::RangeInclusive<u32> = 1..=1440;
+
+/// SPEC §2b's gap horizon: how far from its observation an instant may be and still take its status.
+/// `None`: without limit (SPEC §2, no unknown time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Horizon(Option<Micros>);
+
+impl Horizon {
+    /// No horizon: every instant takes its nearest observation's status (SPEC §2).
+    pub const NONE: Horizon = Horizon(None);
+
+    /// A horizon of `minutes`, `None` outside [`UNKNOWN_AFTER_MINUTES`].
+    pub fn minutes(minutes: u32) -> Option<Horizon> {
+        UNKNOWN_AFTER_MINUTES.contains(&minutes).then(|| Horizon(Some(i64::from(minutes) * MINUTE)))
+    }
+
+    /// The horizon as a length, `None` when there is none.
+    pub fn length(self) -> Option<Micros> {
+        self.0
+    }
+
+    /// The horizon in whole minutes, `None` when there is none.
+    pub fn as_minutes(self) -> Option<u32> {
+        self.0.and_then(|h| u32::try_from(h / MINUTE).ok())
+    }
+}
 
 /// The data a report is computed from. Store keys are whatever the caller uses (interned ids in the CLI,
 /// surrogate keys from MySQL in the worker).
@@ -39,12 +75,28 @@ pub struct Inputs<'a> {
     pub zones: &'a HashMap<u32, Tz>,
 }
 
-/// One store's figures, in half-microseconds, windows in [`WINDOWS`] order.
+/// One store's figures, in half-microseconds, windows in [`WINDOWS`] order. `unknown` stays 0 without a
+/// horizon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StoreUptime {
     pub store: u32,
     pub uptime: [HalfMicros; 3],
     pub downtime: [HalfMicros; 3],
+    pub unknown: [HalfMicros; 3],
+}
+
+impl StoreUptime {
+    /// The row's figures under their column names, in the report's column order, as the CSV writes them:
+    /// the six of SPEC §2, then with `with_unknown` the three of §2b.
+    pub fn figures(&self, with_unknown: bool) -> impl Iterator<Item = (&'static str, String)> + '_ {
+        let columns = HEADER_WITH_UNKNOWN.split(',').skip(1);
+        let lengths = self.uptime.iter().chain(&self.downtime).chain(&self.unknown);
+        let units = [MINUTE, HOUR, HOUR].into_iter().cycle();
+        columns
+            .zip(lengths.zip(units))
+            .take(if with_unknown { 9 } else { 6 })
+            .map(|(name, (&length, unit))| (name, two_decimals(length, unit)))
+    }
 }
 
 /// Watches a report being computed: told how many stores it will have, then once per finished store.
@@ -60,29 +112,32 @@ pub struct NoProgress;
 
 impl Progress for NoProgress {}
 
-/// A computed report: its `now` (`None` when there was no poll at all, and then no row) and one row per
-/// store with a poll in the lookback range, in store-key order.
+/// A computed report: its `now` (`None` when there was no poll at all, and then no row), the horizon it
+/// was computed with, and one row per store with a poll in the lookback range, in store-key order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Report {
     pub now: Option<Micros>,
+    pub horizon: Horizon,
     pub rows: Vec<StoreUptime>,
 }
 
-/// SPEC §2 over a whole data set: `now` is the latest poll, then every store is computed.
-pub fn report(inputs: Inputs<'_>, progress: &dyn Progress) -> Report {
+/// SPEC §2 (and §2b with a horizon) over a whole data set: `now` is the latest poll, then every store is
+/// computed.
+pub fn report(inputs: Inputs<'_>, horizon: Horizon, progress: &dyn Progress) -> Report {
     match latest_poll(inputs.polls) {
-        Some(now) => Report { now: Some(now), rows: compute(inputs, now, progress) },
+        Some(now) => Report { now: Some(now), horizon, rows: compute(inputs, now, horizon, progress) },
         None => {
             progress.started(0);
-            Report::default()
+            Report { horizon, ..Report::default() }
         }
     }
 }
 
 impl Report {
-    /// Writes the report CSV: the header, then one line per store sorted by store id (byte order).
+    /// Writes the report CSV: the header, then one line per store sorted by store id (byte order); the
+    /// three unknown columns only with a horizon.
     pub fn write_csv<'a, W: Write>(&self, out: &mut W, store_id: impl Fn(u32) -> &'a str) -> io::Result<()> {
-        write_rows(out, &self.rows, store_id)
+        write_rows(out, &self.rows, self.horizon.length().is_some(), store_id)
     }
 }
 
@@ -92,7 +147,7 @@ pub fn latest_poll(polls: &[Poll]) -> Option<Micros> {
 }
 
 /// Computes every store with a poll in the lookback range at a given `now`, in store-key order.
-pub fn compute(inputs: Inputs<'_>, now: Micros, progress: &dyn Progress) -> Vec<StoreUptime> {
+pub fn compute(inputs: Inputs<'_>, now: Micros, horizon: Horizon, progress: &dyn Progress) -> Vec<StoreUptime> {
     let groups = store_groups(inputs.polls, now);
     progress.started(groups.len());
     let hours = hours_by_store(inputs.hours);
@@ -102,7 +157,7 @@ pub fn compute(inputs: Inputs<'_>, now: Micros, progress: &dyn Progress) -> Vec<
         let (store, polls) = *group;
         let timeline = inputs.zones.get(&store).map_or(chicago, |tz| &timelines[tz]);
         let rows = hours.get(&store).map_or(&[][..], Vec::as_slice);
-        let result = store_uptime(store, polls, rows, timeline, now);
+        let result = store_uptime(store, polls, rows, timeline, now, horizon);
         progress.store_done();
         result
     };
@@ -225,20 +280,51 @@ fn in_business(intervals: &[(Micros, Micros)], at: Micros) -> bool {
     i > 0 && at < intervals[i - 1].1
 }
 
-/// SPEC §2 for one store. `polls` are its polls in the lookback range, sorted, unique.
+/// SPEC §2 (§2b with a horizon) for one store. `polls` are its polls in the lookback range, sorted, unique.
 pub(crate) fn store_uptime(
     store: u32,
     polls: &[Poll],
     rows: &[HoursRow],
     timeline: &ZoneTimeline,
     now: Micros,
+    horizon: Horizon,
 ) -> StoreUptime {
+    let mut result = StoreUptime { store, ..StoreUptime::default() };
+    let window_starts = WINDOWS.map(|w| 2 * (now - w));
+    let add = |totals: &mut [HalfMicros; 3], from: HalfMicros, to: HalfMicros| {
+        for (total, &window_start) in totals.iter_mut().zip(&window_starts) {
+            *total += (to - from.max(window_start)).max(0);
+        }
+    };
+    walk_week(polls, rows, timeline, now, horizon, |from, to, nearest, known| match (known, nearest.active) {
+        (true, true) => add(&mut result.uptime, from, to),
+        (true, false) => add(&mut result.downtime, from, to),
+        (false, _) => add(&mut result.unknown, from, to),
+    });
+    result
+}
+
+/// Walks the store's business time in the last week, `[now − 7 d, now)`, in order, and hands each piece
+/// `[from, to)` (half-microseconds) to `piece` with its nearest observation and whether it takes that
+/// observation's status (false: unknown, SPEC §2b). The report's figures and a store's timeline are both
+/// made of these pieces.
+pub(crate) fn walk_week(
+    polls: &[Poll],
+    rows: &[HoursRow],
+    timeline: &ZoneTimeline,
+    now: Micros,
+    horizon: Horizon,
+    mut piece: impl FnMut(HalfMicros, HalfMicros, &Poll, bool),
+) {
     let business = business_intervals(rows, timeline, now - LOOKBACK, now);
     let observed: Vec<Poll> = match &business {
         Some(intervals) => polls.iter().filter(|p| in_business(intervals, p.at)).copied().collect(),
         None => Vec::new(),
     };
     let observations = if observed.is_empty() { polls } else { &observed };
+    if observations.is_empty() {
+        return;
+    }
 
     // Everything below in half-microseconds, so midpoints are integers.
     let week_start = 2 * (now - WEEK);
@@ -249,9 +335,8 @@ pub(crate) fn store_uptime(
         }
         None => vec![(week_start, end)],
     };
+    let reach = horizon.length().map(|h| 2 * h);
 
-    let mut result = StoreUptime { store, ..StoreUptime::default() };
-    let window_starts = WINDOWS.map(|w| 2 * (now - w));
     // Walk the observations' cells (each reaches halfway to its neighbours) against business intervals.
     let mut cell = 0;
     for &(b_start, b_end) in &business {
@@ -264,27 +349,46 @@ pub(crate) fn store_uptime(
             }
             let cell_end = observations.get(cell + 1).map_or(HalfMicros::MAX, |next| observations[cell].at + next.at);
             let piece_end = cell_end.min(b_end);
-            let totals = if observations[cell].active { &mut result.uptime } else { &mut result.downtime };
-            for (total, &window_start) in totals.iter_mut().zip(&window_starts) {
-                *total += (piece_end - at.max(window_start)).max(0);
+            let observation = &observations[cell];
+            match reach {
+                None => piece(at, piece_end, observation, true),
+                Some(reach) => {
+                    // The instants within H of the observation: [at − H, at + H] (its ends have no length).
+                    let known_from = (2 * observation.at - reach).clamp(at, piece_end);
+                    let known_to = (2 * observation.at + reach).clamp(known_from, piece_end);
+                    if at < known_from {
+                        piece(at, known_from, observation, false);
+                    }
+                    if known_from < known_to {
+                        piece(known_from, known_to, observation, true);
+                    }
+                    if known_to < piece_end {
+                        piece(known_to, piece_end, observation, false);
+                    }
+                }
             }
             at = piece_end;
         }
     }
-    result
 }
 
-/// A length in half-microseconds as minutes or hours with two decimals, rounded half up.
-fn two_decimals(length: HalfMicros, unit: Micros) -> String {
+/// A length in half-microseconds as minutes or hours with two decimals, rounded half up: how the report
+/// writes its figures.
+pub fn two_decimals(length: HalfMicros, unit: Micros) -> String {
     let unit = i128::from(2 * unit);
     let hundredths = (i128::from(length) * 100 + unit / 2) / unit;
     format!("{}.{:02}", hundredths / 100, hundredths % 100)
 }
 
-fn write_rows<'a, W: Write>(out: &mut W, rows: &[StoreUptime], store_id: impl Fn(u32) -> &'a str) -> io::Result<()> {
+fn write_rows<'a, W: Write>(
+    out: &mut W,
+    rows: &[StoreUptime],
+    with_unknown: bool,
+    store_id: impl Fn(u32) -> &'a str,
+) -> io::Result<()> {
     let mut sorted: Vec<(&str, &StoreUptime)> = rows.iter().map(|r| (store_id(r.store), r)).collect();
     sorted.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    writeln!(out, "{HEADER}")?;
+    writeln!(out, "{}", if with_unknown { HEADER_WITH_UNKNOWN } else { HEADER })?;
     for (id, r) in sorted {
         // Ids are written as read; one with a comma, quote or line break needs CSV quoting.
         if id.contains([',', '"', '\n', '\r']) {
@@ -292,16 +396,10 @@ fn write_rows<'a, W: Write>(out: &mut W, rows: &[StoreUptime], store_id: impl Fn
         } else {
             out.write_all(id.as_bytes())?;
         }
-        writeln!(
-            out,
-            ",{},{},{},{},{},{}",
-            two_decimals(r.uptime[0], 60 * MICROS_PER_SECOND),
-            two_decimals(r.uptime[1], HOUR),
-            two_decimals(r.uptime[2], HOUR),
-            two_decimals(r.downtime[0], 60 * MICROS_PER_SECOND),
-            two_decimals(r.downtime[1], HOUR),
-            two_decimals(r.downtime[2], HOUR),
-        )?;
+        for (_, figure) in r.figures(with_unknown) {
+            write!(out, ",{figure}")?;
+        }
+        writeln!(out)?;
     }
     Ok(())
 }

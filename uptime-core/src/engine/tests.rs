@@ -9,9 +9,15 @@ use chrono_tz::Tz;
 use proptest::prelude::*;
 
 use super::*;
+use crate::time::MICROS_PER_SECOND;
 
 /// The report of three CSV texts (an empty text: the file is absent), as the CLI would write it.
 fn report(polls: &str, hours: &str, zones: &str) -> String {
+    report_with(polls, hours, zones, Horizon::NONE)
+}
+
+/// The same with a gap horizon of SPEC §2b.
+fn report_with(polls: &str, hours: &str, zones: &str, horizon: Horizon) -> String {
     let mut stores = StoreIds::new();
     // Far in the future: no poll in these tests is rejected as "from the future" unless a test says so.
     let loaded_at = 4_000_000_000 * MICROS_PER_SECOND;
@@ -33,7 +39,7 @@ fn report(polls: &str, hours: &str, zones: &str) -> String {
             .collect()
     };
     let mut out = Vec::new();
-    super::report(Inputs { polls: &polls.polls, hours: &hours, zones: &zones }, &NoProgress)
+    super::report(Inputs { polls: &polls.polls, hours: &hours, zones: &zones }, horizon, &NoProgress)
         .write_csv(&mut out, |k| stores.id(k))
         .expect("write to memory");
     String::from_utf8(out).expect("utf-8")
@@ -73,7 +79,7 @@ fn worked_example_is_exact_to_the_microsecond() {
     let hours = [HoursRow { store: 0, weekday: 0, start: 9 * HOUR, end: 12 * HOUR }];
     let zones = HashMap::from([(0, chrono_tz::America::New_York)]);
     let now = 1_674_496_800 * MICROS_PER_SECOND; // 18:00 UTC, after closing
-    let rows = compute(Inputs { polls: &polls, hours: &hours, zones: &zones }, now, &NoProgress);
+    let rows = compute(Inputs { polls: &polls, hours: &hours, zones: &zones }, now, Horizon::NONE, &NoProgress);
     let up = 2 * (HOUR + 44 * 60 * MICROS_PER_SECOND + 30 * MICROS_PER_SECOND);
     let down = 2 * (HOUR + 15 * 60 * MICROS_PER_SECOND + 30 * MICROS_PER_SECOND);
     assert_eq!(rows[0].uptime, [0, up, up]);
@@ -85,7 +91,7 @@ fn midpoint_on_half_a_microsecond_is_kept_exactly() {
     // Two polls one microsecond apart: the boundary is at half a microsecond.
     let now = 1_700_000_000 * MICROS_PER_SECOND;
     let polls = [Poll { store: 0, at: now - 1, active: true }, Poll { store: 0, at: now, active: false }];
-    let rows = compute(Inputs { polls: &polls, hours: &[], zones: &HashMap::new() }, now, &NoProgress);
+    let rows = compute(Inputs { polls: &polls, hours: &[], zones: &HashMap::new() }, now, Horizon::NONE, &NoProgress);
     assert_eq!(rows[0].downtime, [1, 1, 1], "half a microsecond of downtime");
     assert_eq!(rows[0].uptime, [2 * HOUR - 1, 2 * DAY - 1, 2 * WEEK - 1]);
 }
@@ -195,6 +201,113 @@ fn store_without_observations_in_business_hours_falls_back_to_all_its_polls() {
         &format!("{ZONES}f,UTC\n"),
     );
     assert_eq!(line(&r, "f"), "0.00,0.00,0.00,0.00,1.00,1.00");
+}
+
+// ---- SPEC §2b: unknown time ------------------------------------------------------------------------------
+
+fn minutes(m: u32) -> Horizon {
+    Horizon::minutes(m).expect("a horizon SPEC §2b allows")
+}
+
+#[test]
+fn horizons_outside_one_minute_to_a_day_are_refused() {
+    assert_eq!(Horizon::minutes(0), None);
+    assert_eq!(Horizon::minutes(1441), None);
+    assert_eq!(minutes(1).length(), Some(MINUTE));
+    assert_eq!(minutes(1440).as_minutes(), Some(1440));
+    assert_eq!(Horizon::NONE.as_minutes(), None);
+}
+
+#[test]
+fn a_store_silent_for_a_whole_day_is_unknown_for_that_day() {
+    // Always open (UTC). Hourly active polls from 2024-01-02 12:00 to now (2024-01-10 12:00), but none
+    // from 2024-01-05 01:00 to 2024-01-06 00:00, and the one at 2024-01-06 01:00 inactive.
+    let start = 1_704_196_800 * MICROS_PER_SECOND; // 2024-01-02 12:00 UTC
+    let gap_from = 1_704_416_400 * MICROS_PER_SECOND; // 2024-01-05 01:00
+    let back = 1_704_502_800 * MICROS_PER_SECOND; // 2024-01-06 01:00
+    let mut text = String::from(POLLS);
+    for hour in 0..=8 * 24 {
+        let at = start + hour * HOUR;
+        if (gap_from..back).contains(&at) {
+            continue;
+        }
+        let stamp = DateTime::from_timestamp_micros(at).expect("range").format("%Y-%m-%d %H:%M:%S");
+        text.push_str(&format!("s,{stamp},{}\n", if at == back { "inactive" } else { "active" }));
+    }
+    // Without a horizon the 25 h between the 00:00 and 01:00 polls split at their midpoint: 12.5 h down,
+    // plus the half hour after the inactive poll.
+    assert_eq!(line(&report(&text, "", ""), "s"), "60.00,24.00,155.00,0.00,0.00,13.00");
+    // H = 60 min: the 00:00 poll reaches 01:00, the 01:00 (next day) poll back to 00:00: 23 h unknown,
+    // and the inactive poll is down from 00:00 to 01:30.
+    assert_eq!(
+        line(&report_with(&text, "", "", minutes(60)), "s"),
+        "60.00,24.00,143.50,0.00,0.00,1.50,0.00,0.00,23.00"
+    );
+    // H = 1440 min covers the gap: nothing unknown, the figures of no horizon.
+    assert_eq!(
+        line(&report_with(&text, "", "", minutes(1440)), "s"),
+        "60.00,24.00,155.00,0.00,0.00,13.00,0.00,0.00,0.00"
+    );
+    // Hourly polls are 30 min from the farthest instant of their cells: H = 30 leaves only the gap,
+    // 00:30 to 00:30 the next day, and the inactive poll is down from 00:30 to 01:30.
+    assert_eq!(
+        line(&report_with(&text, "", "", minutes(30)), "s"),
+        "60.00,24.00,143.00,0.00,0.00,1.00,0.00,0.00,24.00"
+    );
+}
+
+#[test]
+fn unknown_time_in_a_week_with_a_clock_change() {
+    // Chicago, open Sundays all day. Sunday 2024-03-10 has 23 hours (06:00 UTC to Monday 05:00 UTC).
+    // Polls on 03-10 at 07:00 UTC (active) and 18:00 UTC (inactive); now is Monday 03-11 12:00 UTC
+    // (closed); the week starts 03-04 12:00 UTC, after the Sunday before has closed.
+    let polls =
+        format!("{POLLS}d,2024-03-10 07:00:00,active\nd,2024-03-10 18:00:00,inactive\nd,2024-03-11 12:00:00,active\n");
+    let hours = format!("{HOURS}d,6,00:00,23:59:59\n");
+    let zones = format!("{ZONES}d,America/Chicago\n");
+    // Without a horizon: 06:00–12:30 up; 12:30 to Monday 05:00 down.
+    assert_eq!(line(&report(&polls, &hours, &zones), "d"), "0.00,0.50,6.50,0.00,16.50,16.50");
+    // H = 60: 06:00–08:00 up, 17:00–19:00 down, the other 19 of the 23 hours unknown. The day window
+    // starts Sunday 12:00 UTC: 17 business hours, 2 down, 15 unknown.
+    assert_eq!(
+        line(&report_with(&polls, &hours, &zones, minutes(60)), "d"),
+        "0.00,0.00,2.00,0.00,2.00,2.00,0.00,15.00,19.00"
+    );
+}
+
+#[test]
+fn unknown_time_when_no_poll_is_in_business_hours() {
+    // Open Monday 09:00–10:00 UTC, polls at 08:45 (inactive) and 10:50 (active), both outside: all polls
+    // are the observations; the midpoint is 09:47:30. Now is 10:50: the last hour holds 09:50–10:00.
+    let polls = format!("{POLLS}f,2024-01-01 08:45:00,inactive\nf,2024-01-01 10:50:00,active\n");
+    let hours = format!("{HOURS}f,0,09:00,10:00\n");
+    let zones = format!("{ZONES}f,UTC\n");
+    assert_eq!(line(&report(&polls, &hours, &zones), "f"), "10.00,0.21,0.21,0.00,0.79,0.79");
+    // H = 30: 08:45 reaches 09:15 (down); 10:50 reaches back to 10:20, after closing: 45 min unknown.
+    assert_eq!(
+        line(&report_with(&polls, &hours, &zones, minutes(30)), "f"),
+        "0.00,0.00,0.00,0.00,0.25,0.25,10.00,0.75,0.75"
+    );
+    // H = 75: 08:45 reaches 10:00, but its cell ends at 09:47:30; 10:50 reaches back to 09:35.
+    assert_eq!(
+        line(&report_with(&polls, &hours, &zones, minutes(75)), "f"),
+        "10.00,0.21,0.21,0.00,0.79,0.79,0.00,0.00,0.00"
+    );
+}
+
+#[test]
+fn a_report_without_a_horizon_keeps_its_six_columns() {
+    let polls = format!("{POLLS}a,2024-01-01 12:00:00,active\n");
+    assert_eq!(report(&polls, "", ""), format!("{HEADER}\na,60.00,24.00,168.00,0.00,0.00,0.00\n"));
+    assert_eq!(
+        report_with(&polls, "", "", minutes(30)),
+        format!("{HEADER_WITH_UNKNOWN}\na,30.00,0.50,0.50,0.00,0.00,0.00,30.00,23.50,167.50\n")
+    );
+    assert_eq!(
+        report_with(&format!("{POLLS}x,never,active\n"), "", "", minutes(30)),
+        format!("{HEADER_WITH_UNKNOWN}\n"),
+        "no valid poll: the header of the columns asked for"
+    );
 }
 
 #[test]
@@ -338,33 +451,43 @@ fn reference_intervals(rows: &[HoursRow], tz: Tz, now: Micros) -> Option<Vec<(Mi
     Some(out)
 }
 
-/// Samples the last week every 30 s: open? which observation is nearest? Polls and hours are on whole
-/// minutes and zone offsets are whole minutes, so every boundary (an interval end or a midpoint) lies on
-/// the 30 s grid and the sampled totals are exact.
-fn brute_force(polls: &[Poll], rows: &[HoursRow], tz: Tz, now: Micros) -> StoreUptime {
+/// Samples the last week every `step` at the middle of each step: open? which observation is nearest,
+/// and is it within the horizon (SPEC §2b)? Each sample stands for its whole step.
+fn sample(polls: &[Poll], rows: &[HoursRow], tz: Tz, now: Micros, horizon: Horizon, step: Micros) -> StoreUptime {
     let intervals = reference_intervals(rows, tz, now);
     let open = |t: Micros| intervals.as_ref().is_none_or(|iv| iv.iter().any(|&(s, e)| s <= t && t < e));
     let in_range: Vec<Poll> = polls.iter().filter(|p| p.at >= now - LOOKBACK && p.at <= now).copied().collect();
     let inside: Vec<Poll> = in_range.iter().filter(|p| open(p.at)).copied().collect();
     let observations = if inside.is_empty() { &in_range } else { &inside };
     let mut result = StoreUptime { store: polls[0].store, ..StoreUptime::default() };
-    let mut t = now - WEEK + STEP / 2;
+    let mut t = now - WEEK + step / 2;
     while t < now {
         if open(t) {
             let nearest = observations
                 .iter()
                 .min_by_key(|o| ((o.at - t).abs(), o.at))
                 .expect("a store in the report has an observation");
-            let totals = if nearest.active { &mut result.uptime } else { &mut result.downtime };
+            let totals = match horizon.length() {
+                Some(h) if (nearest.at - t).abs() > h => &mut result.unknown,
+                _ if nearest.active => &mut result.uptime,
+                _ => &mut result.downtime,
+            };
             for (total, window) in totals.iter_mut().zip(WINDOWS) {
                 if t >= now - window {
-                    *total += 2 * STEP;
+                    *total += 2 * step;
                 }
             }
         }
-        t += STEP;
+        t += step;
     }
     result
+}
+
+/// The sampler on the 30 s grid. Polls, hours and horizons are on whole minutes and zone offsets are
+/// whole minutes, so every boundary (an interval end, a midpoint, an observation ± H) lies on the grid
+/// and the sampled totals are exact.
+fn brute_force(polls: &[Poll], rows: &[HoursRow], tz: Tz, now: Micros, horizon: Horizon) -> StoreUptime {
+    sample(polls, rows, tz, now, horizon, STEP)
 }
 
 const PROPERTY_ZONES: &[Tz] = &[
@@ -425,6 +548,15 @@ fn case_strategy() -> impl Strategy<Value = (Micros, usize, Vec<HoursRow>, Vec<P
     now_strategy().prop_flat_map(|now| (Just(now), 0..PROPERTY_ZONES.len(), rows_strategy(), polls_strategy(now)))
 }
 
+/// No horizon a quarter of the time; otherwise short ones (the gaps of hourly polls) and any up to a day.
+fn horizon_strategy() -> impl Strategy<Value = Horizon> {
+    prop_oneof![
+        1 => Just(Horizon::NONE),
+        2 => (1u32..=120).prop_map(|m| Horizon::minutes(m).expect("in range")),
+        1 => (1u32..=1440).prop_map(|m| Horizon::minutes(m).expect("in range")),
+    ]
+}
+
 fn business_time(rows: &[HoursRow], tz: Tz, now: Micros, window: Micros) -> HalfMicros {
     let intervals = reference_intervals(rows, tz, now);
     let open = |t: Micros| intervals.as_ref().is_none_or(|iv| iv.iter().any(|&(s, e)| s <= t && t < e));
@@ -443,22 +575,75 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
-    fn engine_equals_brute_force_sampler((now, zone, rows, polls) in case_strategy()) {
+    fn engine_equals_brute_force_sampler((now, zone, rows, polls) in case_strategy(), horizon in horizon_strategy()) {
         let tz = PROPERTY_ZONES[zone];
         let zones = HashMap::from([(0, tz)]);
-        let rows_out = compute(Inputs { polls: &polls, hours: &rows, zones: &zones }, now, &NoProgress);
+        let rows_out = compute(Inputs { polls: &polls, hours: &rows, zones: &zones }, now, horizon, &NoProgress);
         prop_assert_eq!(rows_out.len(), 1);
-        let expected = brute_force(&polls, &rows, tz, now);
+        let expected = brute_force(&polls, &rows, tz, now, horizon);
         prop_assert_eq!(rows_out[0], expected);
     }
 
     #[test]
-    fn uptime_plus_downtime_is_business_time((now, zone, rows, polls) in case_strategy()) {
+    fn uptime_plus_downtime_plus_unknown_is_business_time(
+        (now, zone, rows, polls) in case_strategy(),
+        horizon in horizon_strategy(),
+    ) {
         let tz = PROPERTY_ZONES[zone];
         let zones = HashMap::from([(0, tz)]);
-        let got = compute(Inputs { polls: &polls, hours: &rows, zones: &zones }, now, &NoProgress);
+        let got = compute(Inputs { polls: &polls, hours: &rows, zones: &zones }, now, horizon, &NoProgress);
         for (i, window) in WINDOWS.iter().enumerate() {
-            prop_assert_eq!(got[0].uptime[i] + got[0].downtime[i], business_time(&rows, tz, now, *window));
+            let total = got[0].uptime[i] + got[0].downtime[i] + got[0].unknown[i];
+            prop_assert_eq!(total, business_time(&rows, tz, now, *window));
+        }
+        if horizon.length().is_none() {
+            prop_assert_eq!(got[0].unknown, [0; 3]);
+        }
+    }
+
+    #[test]
+    fn a_horizon_only_turns_known_time_unknown(
+        (now, zone, rows, polls) in case_strategy(),
+        minutes in 1u32..=1440,
+    ) {
+        // Up and down can only shrink, each by what becomes unknown; a longer horizon knows at least as much.
+        let tz = PROPERTY_ZONES[zone];
+        let zones = HashMap::from([(0, tz)]);
+        let inputs = Inputs { polls: &polls, hours: &rows, zones: &zones };
+        let without = compute(inputs, now, Horizon::NONE, &NoProgress)[0];
+        let with = compute(inputs, now, Horizon::minutes(minutes).expect("in range"), &NoProgress)[0];
+        let longer = compute(inputs, now, Horizon::minutes(1440).expect("in range"), &NoProgress)[0];
+        for i in 0..3 {
+            prop_assert!(with.uptime[i] <= without.uptime[i] && with.downtime[i] <= without.downtime[i]);
+            prop_assert_eq!(without.uptime[i] - with.uptime[i] + without.downtime[i] - with.downtime[i], with.unknown[i]);
+            prop_assert!(longer.unknown[i] <= with.unknown[i]);
+        }
+    }
+
+    #[test]
+    fn engine_is_within_the_sampling_bound_off_the_grid(
+        (_now, zone, rows, polls) in case_strategy(),
+        jitter in prop::collection::vec(0i64..60 * MICROS_PER_SECOND, 41),
+        horizon in horizon_strategy(),
+        horizon_jitter in 0i64..60 * MICROS_PER_SECOND,
+    ) {
+        // Polls and the horizon off the whole minute (to the microsecond), sampled every 60 s: each boundary
+        // inside the week moves a sampled total by at most one step, and there are at most two per business
+        // interval, one per pair of neighbouring observations, two per observation (± H) and the window's.
+        let polls: Vec<Poll> = polls.iter().zip(&jitter).map(|(p, j)| Poll { at: p.at - j, ..*p }).collect();
+        let now = polls.iter().map(|p| p.at).max().expect("a poll");
+        let horizon = Horizon(horizon.length().map(|h| h + horizon_jitter));
+        let tz = PROPERTY_ZONES[zone];
+        let zones = HashMap::from([(0, tz)]);
+        let exact = compute(Inputs { polls: &polls, hours: &rows, zones: &zones }, now, horizon, &NoProgress)[0];
+        let step = 60 * MICROS_PER_SECOND;
+        let sampled = sample(&polls, &rows, tz, now, horizon, step);
+        let intervals = reference_intervals(&rows, tz, now).map_or(1, |iv| iv.len()) as i64;
+        let bound = 2 * step * (2 * intervals + 3 * polls.len() as i64 + 2);
+        for i in 0..3 {
+            for (got, want) in [(exact.uptime[i], sampled.uptime[i]), (exact.downtime[i], sampled.downtime[i]), (exact.unknown[i], sampled.unknown[i])] {
+                prop_assert!((got - want).abs() <= bound, "window {}: exact {} sampled {} bound {}", i, got, want, bound);
+            }
         }
     }
 

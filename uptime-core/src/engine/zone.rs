@@ -9,7 +9,7 @@
 use chrono::{DateTime, Offset, TimeZone};
 use chrono_tz::Tz;
 
-use super::{MICROS_PER_SECOND, Micros};
+use crate::time::{MICROS_PER_SECOND, Micros};
 
 /// Offsets are sampled this often to find transitions; tzdb has no two transitions this close together.
 const SAMPLE_STEP: Micros = 30 * 60 * MICROS_PER_SECOND;

@@ -26,6 +26,12 @@ pub const FUTURE_TOLERANCE_MICROS: i64 = 3_600 * crate::time::MICROS_PER_SECOND;
 /// The zone of a store without a (known) zone.
 pub const DEFAULT_ZONE: chrono_tz::Tz = chrono_tz::America::Chicago;
 
+/// The zone a `timezone_str` names, `None` for a name chrono-tz does not know (the store is then in
+/// [`DEFAULT_ZONE`]).
+pub fn known_zone(name: &str) -> Option<chrono_tz::Tz> {
+    name.parse::<chrono_tz::Tz>().ok()
+}
+
 /// Which of the three inputs a file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FileKind {

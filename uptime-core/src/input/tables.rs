@@ -123,7 +123,7 @@ pub fn read_zones_bytes(path: &Path, bytes: &[u8], stores: &mut StoreIds) -> Res
         };
         let store = stores.intern(id);
         let name = String::from_utf8_lossy(trim(field(record, columns, 1))).into_owned();
-        let zone = name.parse::<chrono_tz::Tz>().ok();
+        let zone = super::known_zone(&name);
         summary.accepted += 1;
         let row = ZoneRow { store, name, zone };
         match by_store.get(&store) {
