@@ -1,11 +1,10 @@
 //! The polls file: the big one (1.9 M rows in the real data), so it is parsed in parallel chunks.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
 use super::{
-    FUTURE_TOLERANCE_MICROS, FileKind, FileSummary, InputError, Poll, PollsFile, RejectReason, StoreIds,
+    FUTURE_TOLERANCE_MICROS, FileKind, FileSummary, IdMap, InputError, Poll, PollsFile, RejectReason, StoreIds,
     column_positions, display_name, line_ends_leading, open_regular, parse, record_start_line, store_id, trim,
 };
 
@@ -111,7 +110,7 @@ pub(crate) fn read_in_pieces<R: Read>(
             // A quote can hide a line end inside a field, so no cut after it is safe: the rest of the file
             // is read by one CSV reader, streaming (the lines before the quote were cut safely).
             let rest = RecentBytes::new(std::io::Cursor::new(std::mem::take(&mut buf)).chain(input));
-            let mut chunk = parse_chunk(rest, 0, line, read.cols, read.latest_allowed, read.retention_state());
+            let mut chunk = parse_chunk(rest, stores, 0, line, read.cols, read.latest_allowed, read.retention_state());
             if let Some(source) = chunk.io_error.take() {
                 return Err(unreadable(source));
             }
@@ -180,13 +179,22 @@ impl StreamedPolls {
             line += memchr::memchr_iter(b'\n', piece).count() as u64;
         }
         let (cols, latest_allowed, retention) = (self.cols, self.latest_allowed, self.retention_state());
+        let known = &*stores;
         let parsed: Vec<ChunkResult> = std::thread::scope(|scope| {
             let handles: Vec<_> = pieces
                 .iter()
                 .zip(&starts)
                 .map(|(piece, &start)| {
                     scope.spawn(move || {
-                        parse_chunk(WholePiece::new(piece), piece.len() / 56, start, cols, latest_allowed, retention)
+                        parse_chunk(
+                            WholePiece::new(piece),
+                            known,
+                            piece.len() / 56,
+                            start,
+                            cols,
+                            latest_allowed,
+                            retention,
+                        )
                     })
                 })
                 .collect();
@@ -200,12 +208,11 @@ impl StreamedPolls {
     /// Folds in the next chunk of the file, in file order (samples and first-seen store order follow it).
     fn absorb(&mut self, stores: &mut StoreIds, chunk: ChunkResult) {
         let global: Vec<u32> = chunk.local_ids.iter().map(|id| stores.intern(id)).collect();
+        let key = |store: u32| if store & NEW_STORE == 0 { store } else { global[(store & !NEW_STORE) as usize] };
         self.newest = self.newest.max(chunk.newest);
         let cutoff = self.cutoff().unwrap_or(i64::MIN);
         let before = self.polls.len() + chunk.polls.len();
-        self.polls.extend(
-            chunk.polls.iter().filter(|p| p.at >= cutoff).map(|p| Poll { store: global[p.store as usize], ..*p }),
-        );
+        self.polls.extend(chunk.polls.iter().filter(|p| p.at >= cutoff).map(|p| Poll { store: key(p.store), ..*p }));
         self.skipped_as_old += chunk.skipped_as_old + (before - self.polls.len()) as u64;
         self.summary.absorb(chunk.summary);
     }
@@ -266,8 +273,13 @@ fn split_at_lines(data: &[u8]) -> Vec<&[u8]> {
     chunks
 }
 
+/// Marks a chunk's store key as an index into its new ids rather than a key of [`StoreIds`] (whose keys
+/// stay below it: [`StoreIds::intern`] refuses more than 2^31 stores).
+const NEW_STORE: u32 = 1 << 31;
+
 struct ChunkResult {
-    /// Store ids in the order this chunk first saw them; `Poll::store` indexes this.
+    /// Store ids new to the file, in the order this chunk first saw them. `Poll::store` is a key of the
+    /// stores known before the chunk, or [`NEW_STORE`] with the index of its id here.
     local_ids: Vec<Box<str>>,
     polls: Vec<Poll>,
     summary: FileSummary,
@@ -357,6 +369,7 @@ impl<R> RecordLines for RecentBytes<R> {
 /// before the newest poll seen (`newest` at the start, then this chunk's) is counted and dropped.
 fn parse_chunk(
     chunk: impl Read + RecordLines,
+    known: &StoreIds,
     expected_rows: usize,
     first_line: u64,
     cols: [usize; 3],
@@ -364,7 +377,7 @@ fn parse_chunk(
     (window, mut newest): (Option<i64>, Option<i64>),
 ) -> ChunkResult {
     let [c_store, c_time, c_status] = cols;
-    let mut local: HashMap<Box<str>, u32> = HashMap::new();
+    let mut local: IdMap<u32> = IdMap::default();
     let mut local_ids = Vec::new();
     let mut polls = Vec::with_capacity(expected_rows);
     let mut skipped_as_old = 0u64;
@@ -427,14 +440,19 @@ fn parse_chunk(
                 continue;
             }
         }
-        let key = match local.get(id) {
-            Some(&k) => k,
-            None => {
-                let k = local_ids.len() as u32;
-                local_ids.push(Box::from(id));
-                local.insert(Box::from(id), k);
-                k
-            }
+        // Known stores resolve here, on this thread, against the keys of the chunks before; only a
+        // store new to the file goes through the chunk's own table and is interned when it is absorbed.
+        let key = match known.get(id) {
+            Some(k) => k,
+            None => match local.get(id) {
+                Some(&k) => k,
+                None => {
+                    let k = NEW_STORE | local_ids.len() as u32;
+                    local_ids.push(Box::from(id));
+                    local.insert(Box::from(id), k);
+                    k
+                }
+            },
         };
         summary.accepted += 1;
         polls.push(Poll { store: key, at, active });
