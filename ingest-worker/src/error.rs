@@ -10,7 +10,7 @@ pub enum IngestError {
     Db(#[from] DbError),
     #[error("database error: {0}")]
     Query(#[from] diesel::result::Error),
-    #[error("another ingest worker held the lock '{lock}' for {seconds} s; is a load stuck?")]
+    #[error("another ingest worker held this database's {lock} lock for {seconds} s; is a load stuck?")]
     LockTimeout { lock: &'static str, seconds: u64 },
 }
 

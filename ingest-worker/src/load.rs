@@ -27,7 +27,7 @@ use crate::{polls, snapshot};
 /// Named so an operator who sees it in `SHOW PROCESSLIST` knows what holds it. A second worker waits for
 /// it (up to `ingest_lock_wait_seconds`) and then finds the files unchanged, so two workers never write at
 /// once and never load the same file twice.
-pub const INGEST_LOCK: &str = "restaurant_monitor.ingest";
+pub const INGEST_LOCK: &str = "ingest";
 
 /// What happened to one file.
 #[derive(Debug, Clone)]
@@ -91,11 +91,11 @@ fn run(settings: &Settings, loaded_at: Option<DateTime<Utc>>) -> Result<RunRepor
 }
 
 fn acquire_lock(conn: &mut MysqlConnection, wait_seconds: u64) -> Result<NamedLock, IngestError> {
-    if let Some(lock) = NamedLock::acquire(conn, INGEST_LOCK, 0)? {
+    if let Some(lock) = NamedLock::acquire_for_database(conn, INGEST_LOCK, 0)? {
         return Ok(lock);
     }
-    info!("another ingest worker is loading (lock '{INGEST_LOCK}'); waiting up to {wait_seconds} s for it to finish");
-    NamedLock::acquire(conn, INGEST_LOCK, wait_seconds)?
+    info!("another ingest worker is loading this database; waiting up to {wait_seconds} s for it to finish");
+    NamedLock::acquire_for_database(conn, INGEST_LOCK, wait_seconds)?
         .ok_or(IngestError::LockTimeout { lock: INGEST_LOCK, seconds: wait_seconds })
 }
 

@@ -3,7 +3,7 @@
 use diesel::connection::SimpleConnection as _;
 use diesel::mysql::MysqlConnection;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
-use diesel::sql_types::{BigInt, Text, Unsigned};
+use diesel::sql_types::{BigInt, Nullable, Text, Unsigned};
 use diesel::{QueryResult, QueryableByName, RunQueryDsl, sql_query};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
@@ -15,7 +15,8 @@ pub type DbConn = PooledConnection<ConnectionManager<MysqlConnection>>;
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
 
 /// Named so an operator who sees it in `SHOW PROCESSLIST` knows what holds it.
-const MIGRATION_LOCK: &str = "restaurant_monitor.migrations";
+/// The purpose of the migration lock ([`NamedLock::acquire_for_database`]).
+const MIGRATION_LOCK: &str = "migrations";
 const MIGRATION_LOCK_WAIT_SECONDS: u32 = 120;
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +100,28 @@ impl NamedLock {
         Ok((answer.got == Some(1)).then(|| NamedLock { name: name.to_owned() }))
     }
 
+    /// Takes the lock of `purpose` for the database `conn` uses: named locks belong to the whole server,
+    /// so each database gets its own (`restaurant_monitor.<purpose>.<database>`) and the work on one
+    /// database never waits for another's. A name over MySQL's 64 characters uses a hash of the
+    /// database's name instead.
+    pub fn acquire_for_database(
+        conn: &mut MysqlConnection,
+        purpose: &str,
+        wait_seconds: u64,
+    ) -> QueryResult<Option<NamedLock>> {
+        let database: Option<String> =
+            diesel::select(diesel::dsl::sql::<Nullable<Text>>("DATABASE()")).get_result(conn)?;
+        let database = database.unwrap_or_default();
+        let mut name = format!("restaurant_monitor.{purpose}.{database}");
+        if name.len() > 64 {
+            let fnv = database
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+            name = format!("restaurant_monitor.{purpose}.{fnv:016x}");
+        }
+        Self::acquire(conn, &name, wait_seconds)
+    }
+
     /// Releases the lock; `conn` must be the connection that took it.
     pub fn release(self, conn: &mut MysqlConnection) -> QueryResult<()> {
         sql_query("SELECT RELEASE_LOCK(?) AS got").bind::<Text, _>(&self.name).get_result::<LockAnswer>(conn).map(drop)
@@ -137,7 +160,7 @@ impl ServerFlavour {
 /// MySQL DDL is not transactional, so a named lock lets one of them migrate while the others wait and
 /// then find nothing to do.
 pub fn run_migrations(conn: &mut MysqlConnection) -> Result<Vec<String>, DbError> {
-    let lock = NamedLock::acquire(conn, MIGRATION_LOCK, MIGRATION_LOCK_WAIT_SECONDS.into())?
+    let lock = NamedLock::acquire_for_database(conn, MIGRATION_LOCK, MIGRATION_LOCK_WAIT_SECONDS.into())?
         .ok_or(DbError::MigrationLockTimeout(MIGRATION_LOCK_WAIT_SECONDS))?;
     let applied = conn
         .run_pending_migrations(MIGRATIONS)

@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection as _;
-use diesel::{RunQueryDsl, sql_query};
 use ingest_worker::{INGEST_LOCK, IngestError, Settings, load_once_at, scheduler};
-use shared_model::db;
+use shared_model::db::{self, NamedLock};
 use shared_model::models::loads::LoadStatus;
 use uptime_core::input::FileKind;
 
@@ -76,22 +75,15 @@ fn migrations_started_twice_at_once_apply_once() {
     assert!(load_once_at(&Settings::new(db.url(), &folder.path), loaded_at()).expect("run").succeeded());
 }
 
-#[derive(diesel::QueryableByName)]
-struct LockTaken {
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Integer>)]
-    got: Option<i32>,
-}
-
 #[test]
 fn a_worker_that_cannot_get_the_lock_in_time_gives_up_without_writing() {
     let db = TestDatabase::new();
     let folder = basic_folder();
     let mut holder = db.conn();
-    // The lock is the server's, and other tests' runs take it too: wait for it, and make sure it is held.
-    let taken: LockTaken = sql_query(format!("SELECT GET_LOCK('{INGEST_LOCK}', 60) AS got"))
-        .get_result(&mut holder)
-        .expect("take the lock");
-    assert_eq!(taken.got, Some(1), "the test holds the ingest lock");
+    // The lock is this database's own: no other test's run takes it.
+    let lock = NamedLock::acquire_for_database(&mut holder, INGEST_LOCK, 0)
+        .expect("query")
+        .expect("the test holds the ingest lock");
     let settings = Settings { ingest_lock_wait_seconds: 1, ..Settings::new(db.url(), &folder.path) };
     match load_once_at(&settings, loaded_at()) {
         Err(IngestError::LockTimeout { seconds: 1, .. }) => {}
@@ -99,7 +91,7 @@ fn a_worker_that_cannot_get_the_lock_in_time_gives_up_without_writing() {
     }
     let mut conn = db.conn();
     assert_eq!(count(&mut conn, "loads") + count(&mut conn, "polls"), 0);
-    sql_query(format!("DO RELEASE_LOCK('{INGEST_LOCK}')")).execute(&mut holder).expect("release");
+    lock.release(&mut holder).expect("release");
     assert!(load_once_at(&settings, loaded_at()).expect("run").succeeded());
 }
 

@@ -241,12 +241,7 @@ const SHARING_LOCK_WAIT_SECONDS: u64 = 5;
 /// report the key created (or says the key was used for other options).
 pub fn create_or_share(conn: &mut MysqlConnection, new: NewReport<'_>) -> QueryResult<Created> {
     let report_id = new.report_id;
-    // Named locks are server-wide: one per database, so databases on one server do not wait on each other.
-    let database: Option<String> =
-        diesel::select(diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::Text>>("DATABASE()"))
-            .get_result(conn)?;
-    let lock_name = format!("restaurant_monitor.report_sharing.{}", database.unwrap_or_default());
-    let lock = NamedLock::acquire(conn, &lock_name, SHARING_LOCK_WAIT_SECONDS)?;
+    let lock = NamedLock::acquire_for_database(conn, "report_sharing", SHARING_LOCK_WAIT_SECONDS)?;
     if lock.is_none() {
         log::warn!("report_id={report_id}: another trigger held the sharing lock too long; computing on its own");
     }
