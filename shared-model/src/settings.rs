@@ -116,8 +116,11 @@ const PLAIN_OVERRIDES: &[(&str, &str)] = &[
 
 /// Files holding the password of a URL setting (Docker secrets): the URL is written without one and the
 /// password is read from the file (first line) and put in it. Read here, so every binary takes them.
-const PASSWORD_FILES: &[(&str, &str)] =
-    &[("DATABASE_PASSWORD_FILE", "database.url"), ("AMQP_PASSWORD_FILE", "amqp.url")];
+const PASSWORD_FILES: &[(&str, &str)] = &[
+    ("DATABASE_PASSWORD_FILE", "database.url"),
+    ("DATABASE_READ_PASSWORD_FILE", "database.read_url"),
+    ("AMQP_PASSWORD_FILE", "amqp.url"),
+];
 
 /// Loads settings of type `T` from the layers described above.
 pub fn load<T: DeserializeOwned>() -> Result<T, config::ConfigError> {
