@@ -7,6 +7,8 @@
 #   deploy/local.sh --smoke    start, trigger a report over HTTP, wait for it, download it, compare it with
 #                              the offline CLI's report of the same files, stop; exit 0 when all of it worked.
 #                              Uses a database and queue names of its own (dropped and deleted at the end).
+#   deploy/local.sh --isolated as the plain run (until Ctrl-C or SIGTERM), with the smoke run's own database,
+#                              queue names and users, dropped and deleted when it stops (the browser test).
 #
 # Settings (environment):
 #   PORT            8080           the gateway listens on 127.0.0.1:PORT
@@ -19,7 +21,7 @@
 #                   restaurant-monitor-ops (monitoring, for the management UI) on a local RabbitMQ
 #   REPORT_WORKERS  2              report-worker processes
 #   RUST_LOG        info
-# Logs: target/local-run/ (--smoke: target/local-run/smoke/). Generated passwords: credentials/ in there.
+# Logs: target/local-run/ (--smoke: target/local-run/smoke/, --isolated: target/local-run/isolated/). Generated passwords: credentials/ in there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -28,8 +30,10 @@ say() { printf '[local] %s\n' "$*"; }
 die() { printf '[local] error: %s\n' "$*" >&2; exit 1; }
 
 smoke=false
+isolated=false # a database, queue names and users of its own (--smoke, --isolated)
 case "${1:-}" in
-  --smoke) smoke=true ;;
+  --smoke) smoke=true isolated=true ;;
+  --isolated) isolated=true ;;
   "") ;;
   -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
   *) echo "unknown option $1 (try --help)" >&2; exit 2 ;;
@@ -54,7 +58,7 @@ is_local() { [[ $1 == 127.0.0.1 || $1 == localhost || $1 == ::1 ]]; }
 
 run_dir=$root/target/local-run
 bin=${CARGO_TARGET_DIR:-$root/target}/release
-$smoke && run_dir=$run_dir/smoke # a smoke run beside a running stack leaves that stack's logs alone
+if $smoke; then run_dir=$run_dir/smoke; elif $isolated; then run_dir=$run_dir/isolated; fi # leaves a running stack's logs alone
 mkdir -p "$run_dir"
 
 # What this script starts, to stop on exit: its own processes, and MariaDB / RabbitMQ only when it was
@@ -82,7 +86,7 @@ cleanup() {
     if $alive; then say "still running after 30 s: SIGKILL"; kill -KILL "${pids[@]}" 2>/dev/null || true; fi
     wait "${pids[@]}" 2>/dev/null || true
   fi
-  if $smoke; then
+  if $isolated; then
     if $created_database; then "$bin/ingest-worker" database drop >/dev/null 2>&1 || true; fi
     # Only once the smoke run's own names are in force (before that, the names are someone else's).
     if $smoke_names; then
@@ -117,8 +121,8 @@ describe amqp "$bin/report-worker" topology describe
 
 # A smoke run must not see (or be seen by) another stack on this machine: a database and queue names of
 # its own, so the downloaded report can be compared with the CLI's and no other worker takes its job.
-if $smoke; then
-  smoke_suffix=smoke$(od -An -N4 -tx4 /dev/urandom | tr -d ' \n')
+if $isolated; then
+  smoke_suffix=$($smoke && echo smoke || echo isolated)$(od -An -N4 -tx4 /dev/urandom | tr -d ' \n')
   DATABASE_URL=$("$bin/ingest-worker" database with-suffix "$smoke_suffix") || die "cannot name the smoke database"
   describe db "$bin/ingest-worker" database describe
   smoke_settings=$("$bin/report-worker" topology names "$smoke_suffix") || die "cannot name the smoke run's queues"
@@ -131,7 +135,7 @@ fi
 # --- the services' own users: MySQL users with only their grants (made by the migrate step), and a
 # RabbitMQ user limited to the project's exchanges and queues. A smoke run makes users of its own. ---
 user_suffix=""
-$smoke && user_suffix=_$smoke_suffix
+$isolated && user_suffix=_$smoke_suffix
 export APP__DATABASE_USERS__GATEWAY_USER=rm_gateway$user_suffix
 export APP__DATABASE_USERS__INGEST_USER=rm_ingest$user_suffix
 export APP__DATABASE_USERS__WORKER_USER=rm_worker$user_suffix
@@ -178,9 +182,9 @@ if is_local "$amqp_host"; then
   }
   made_users=true
   rmq_user "$amqp_app_user" "$credentials/amqp-app" "" "$perm_app_configure" "$perm_app_write" "$perm_app_read"
-  $smoke || rmq_user "$amqp_ops_user" "$credentials/amqp-ops" monitoring \
+  $isolated || rmq_user "$amqp_ops_user" "$credentials/amqp-ops" monitoring \
     "$perm_monitoring_configure" "$perm_monitoring_write" "$perm_monitoring_read"
-  say "RabbitMQ user $amqp_app_user (the services)$($smoke || echo " and $amqp_ops_user (monitoring)") on vhost $amqp_vhost"
+  say "RabbitMQ user $amqp_app_user (the services)$($isolated || echo " and $amqp_ops_user (monitoring)") on vhost $amqp_vhost"
 else
   say "RabbitMQ on $amqp_host is not local: the services use AMQP_URL as given (create its users as the README says)"
   app_env=()

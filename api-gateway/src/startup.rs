@@ -193,6 +193,7 @@ fn http_server(
             .configure(routes::stores::configure)
             .configure(routes::metrics::configure)
             .configure(routes::openapi::configure)
+            .configure(routes::page::configure)
             .default_service(web::to(unknown_route))
     })
     .workers(workers)

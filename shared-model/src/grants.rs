@@ -19,13 +19,12 @@ pub const MIGRATIONS_TABLE: &str = "__diesel_schema_migrations";
 /// The tables a load writes (inputs); `polls_staging` is apart, since only the ingest ever sees it.
 const INPUT_TABLES: [&str; 7] =
     ["stores", "polls", "loads", "snapshots", "current_snapshots", "business_hours", "store_timezones"];
-/// The tables the gateway reads to stamp a report with the data version and for its metrics.
-const VERSION_TABLES: [&str; 3] = ["loads", "snapshots", "current_snapshots"];
 
 /// Which service a user is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// Creates and reads reports, deletes expired CSVs; reads the data version. Writes no input.
+    /// Creates and reads reports, deletes expired CSVs; reads the data version and one store's inputs (its
+    /// timeline). Writes no input.
     Gateway,
     /// Writes the inputs; never sees a report.
     Ingest,
@@ -41,7 +40,9 @@ impl Role {
         let mut grants = vec![("SELECT", MIGRATIONS_TABLE)];
         match self {
             Role::Gateway => {
-                grants.extend(VERSION_TABLES.map(|table| ("SELECT", table)));
+                // The data version and metrics (loads, snapshots), and a store's timeline (its polls,
+                // hours and zone).
+                grants.extend(INPUT_TABLES.map(|table| ("SELECT", table)));
                 grants.push(("SELECT, INSERT, UPDATE", "reports"));
                 grants.push(("SELECT, DELETE", "report_chunks"));
             }

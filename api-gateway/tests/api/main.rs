@@ -11,6 +11,7 @@ mod helpers;
 mod lifecycle;
 mod observability;
 mod outbox;
+mod page;
 mod security;
 mod trigger;
 mod trigger_options;

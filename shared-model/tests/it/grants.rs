@@ -18,6 +18,9 @@ fn assert_denied(conn: &mut MysqlConnection, statement: &str) {
     }
 }
 
+/// 2024-01-01 00:00 UTC in microseconds: the day of [`a_store_and_a_poll`]'s poll.
+const DAY_2024_01_01: i64 = 1_704_067_200_000_000;
+
 fn a_store_and_a_poll(db: &TestDatabase) {
     let mut admin = db.conn();
     stores::insert_missing(&mut admin, &["store-1"]).expect("a store");
@@ -32,6 +35,7 @@ fn a_store_and_a_poll(db: &TestDatabase) {
 #[test]
 fn the_gateway_user_creates_reports_but_writes_no_input_and_drops_nothing() {
     let db = TestDatabase::new();
+    a_store_and_a_poll(&db);
     let gateway = db.user(Role::Gateway);
     let mut conn = gateway.conn();
     db::check_schema(&mut conn).expect("the gateway reads the migrations table");
@@ -49,7 +53,11 @@ fn the_gateway_user_creates_reports_but_writes_no_input_and_drops_nothing() {
     assert_denied(&mut conn, "INSERT INTO stores (store_id) VALUES ('x')");
     assert_denied(&mut conn, "DELETE FROM loads");
     assert_denied(&mut conn, "UPDATE current_snapshots SET snapshot_id = NULL");
-    assert_denied(&mut conn, "SELECT COUNT(*) FROM polls");
+    // A store's timeline reads that store's polls.
+    let store = stores::find(&mut conn, &["store-1"]).expect("the gateway reads stores").remove(0);
+    let week = polls::read_store(&mut conn, store.store_key, DAY_2024_01_01, DAY_2024_01_01 + 86_400_000_000)
+        .expect("and a store's polls");
+    assert_eq!(week.len(), 1);
     assert_denied(&mut conn, "DROP TABLE reports");
     assert_denied(&mut conn, "DROP TABLE polls");
     assert_denied(&mut conn, "TRUNCATE TABLE report_chunks");
