@@ -57,12 +57,12 @@ pub async fn spawn_app() -> TestApp {
 
 /// The error a gateway with the test's settings, changed by `customize`, refuses to start with.
 pub async fn start_error(customize: impl FnOnce(&mut Settings)) -> String {
-    init_logging();
-    let database = TestDatabase::new();
-    let topology = TestTopology::new();
-    let tokens = TestTokens::new();
-    let mut settings = test_settings(&database, &topology, &tokens);
-    customize(&mut settings);
+    start_error_on(&TestDatabase::new(), customize).await
+}
+
+/// [`start_error`] on a database of the test's choosing (an unmigrated one, say).
+pub async fn start_error_on(database: &TestDatabase, customize: impl FnOnce(&mut Settings)) -> String {
+    let (settings, _topology, _tokens) = settings_on(database, customize);
     let listener = std::net::TcpListener::bind(&settings.bind_addr).expect("bind port 0");
     match Application::build_with_listener(settings, listener).await {
         Ok(_) => panic!("the gateway started"),
@@ -70,14 +70,21 @@ pub async fn start_error(customize: impl FnOnce(&mut Settings)) -> String {
     }
 }
 
-/// A gateway with the test's settings, changed by `customize` first.
-pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+/// The test's settings on `database` with a topology and tokens of their own (removed when dropped),
+/// changed by `customize`.
+fn settings_on(database: &TestDatabase, customize: impl FnOnce(&mut Settings)) -> (Settings, TestTopology, TestTokens) {
     init_logging();
-    let database = TestDatabase::new();
     let topology = TestTopology::new();
     let tokens = TestTokens::new();
-    let mut settings = test_settings(&database, &topology, &tokens);
+    let mut settings = test_settings(database, &topology, &tokens);
     customize(&mut settings);
+    (settings, topology, tokens)
+}
+
+/// A gateway with the test's settings, changed by `customize` first.
+pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    let database = TestDatabase::new();
+    let (settings, topology, tokens) = settings_on(&database, customize);
     let listener = std::net::TcpListener::bind(&settings.bind_addr).expect("bind port 0");
     let application = Application::build_with_listener(settings.clone(), listener).await.expect("the gateway starts");
     let port = application.port();

@@ -270,14 +270,7 @@ async fn a_job_lost_more_often_than_the_delivery_limit_fails_with_a_reason() {
 #[tokio::test]
 async fn the_gateway_refuses_to_start_on_a_database_that_is_not_migrated() {
     let database = test_support::TestDatabase::empty("rm_t_");
-    let topology = test_support::TestTopology::new();
-    let tokens = test_support::TestTokens::new();
-    let settings = crate::helpers::test_settings(&database, &topology, &tokens);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    let error = match api_gateway::startup::Application::build_with_listener(settings, listener).await {
-        Ok(_) => panic!("the gateway started on an empty database"),
-        Err(error) => format!("{error:#}"),
-    };
+    let error = crate::helpers::start_error_on(&database, |_| {}).await;
     assert!(error.contains("migration(s) pending (20261128000001"), "{error}");
     assert!(error.contains("ingest-worker migrate --users"), "{error}");
     let pending = shared_model::db::pending_migrations(&mut database.conn()).expect("read");
