@@ -47,16 +47,10 @@ const RETRY_DELAY_MAX: Duration = Duration::from_secs(60);
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let pool = open_database(&settings).await?;
     let mut handler = JobHandler::new(pool.clone(), settings.worker.clone(), settings.amqp.delivery_limit);
-    if let Some(read_url) = settings.database.read_url.clone() {
-        let size = settings.database.pool_size.max(u32::from(settings.worker.prefetch) + 1);
-        log::info!("reading the report inputs from the replica {}", db::redact_url(&read_url));
-        let replica = tokio::task::spawn_blocking(move || db::pool(&read_url, size))
-            .await
-            .context("the MySQL start-up task panicked")??;
+    if let Some(replica) = open_replica(&settings).await? {
         handler = handler.reading_from(replica);
     }
-    let handler = Arc::new(handler);
-    consume(&settings, handler, pool, shutdown).await
+    consume(&settings, Arc::new(handler), pool, shutdown).await
 }
 
 /// Validates the worker's settings, checks the schema is migrated and opens the pool, sized so every job in hand
@@ -67,10 +61,22 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<DbPool> {
         pool_size: settings.database.pool_size.max(2 * u32::from(settings.worker.prefetch) + 1),
         ..settings.database.clone()
     };
-    let pool = tokio::task::spawn_blocking(move || db::check_schema_then_pool(&database))
-        .await
-        .context("the MySQL start-up task panicked")??;
-    Ok(pool)
+    off_the_runtime(move || db::check_schema_then_pool(&database)).await
+}
+
+/// The pool of the read replica (`database.read_url`), if one is set: a connection per job in hand.
+async fn open_replica(settings: &Settings) -> anyhow::Result<Option<DbPool>> {
+    let Some(read_url) = settings.database.read_url.clone() else { return Ok(None) };
+    let size = settings.database.pool_size.max(u32::from(settings.worker.prefetch) + 1);
+    log::info!("reading the report inputs from the replica {}", db::redact_url(&read_url));
+    off_the_runtime(move || db::pool(&read_url, size)).await.map(Some)
+}
+
+/// Opening a pool blocks (its first connection is made at once): on the blocking pool, not the runtime.
+async fn off_the_runtime(
+    open: impl FnOnce() -> Result<DbPool, db::DbError> + Send + 'static,
+) -> anyhow::Result<DbPool> {
+    Ok(tokio::task::spawn_blocking(open).await.context("the MySQL start-up task panicked")??)
 }
 
 /// Consumes jobs with `handler` until `shutdown` resolves, reconnecting to the broker when the connection

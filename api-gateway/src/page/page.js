@@ -2,6 +2,9 @@
 // The token lives in sessionStorage, so it is gone when the tab closes and never shared with other tabs.
 'use strict';
 
+// The gateway writes the report statuses of shared_model's ReportStatus here as REPORT_STATUS when it serves this file.
+/* REPORT_STATUS */
+
 const TOKEN_KEY = 'restaurant-monitor-token';
 const HOUR = 3600e3;
 const DAY = 24 * HOUR;
@@ -104,7 +107,7 @@ async function loadReports() {
       cell(row, report.stores ?? '', 'num');
       cell(row, report.unknown_after_minutes ? `${report.unknown_after_minutes} min` : 'none');
       const actions = row.insertCell();
-      if (report.status === 'Complete') actions.append(downloadButton(report.report_id));
+      if (report.status === REPORT_STATUS.Complete) actions.append(downloadButton(report.report_id));
       else if (report.error) actions.textContent = report.error;
     }
     if (reports.length === 0) cell(body.insertRow(), 'No reports yet.').colSpan = 6;
@@ -177,20 +180,20 @@ async function watch(id) {
   const bar = $('progress');
   const text = $('progress-text');
   box.hidden = false;
-  box.dataset.status = 'Running';
+  box.dataset.status = REPORT_STATUS.Running;
   $('progress-label').textContent = `Report ${id}`;
   bar.value = 0;
   for (;;) {
     const report = await getJson(`/get_report/${encodeURIComponent(id)}`);
     box.dataset.status = report.status;
-    if (report.status === 'Running') {
+    if (report.status === REPORT_STATUS.Running) {
       const { stores_done: done = 0, stores_total: total = 0 } = report.progress || {};
       if (total > 0) bar.value = done / total;
       text.textContent = total > 0 ? `Running: ${done} of ${total} stores` : 'Running: waiting for a worker';
       await new Promise((resolve) => setTimeout(resolve, POLL_EVERY_MS));
       continue;
     }
-    if (report.status === 'Complete') {
+    if (report.status === REPORT_STATUS.Complete) {
       bar.value = 1;
       text.textContent = `Complete: ${report.stores} stores as of ${report.as_of}`;
     } else {

@@ -4,12 +4,30 @@
 //! page load only its own script and style (no inline code) and talk only to this origin.
 
 use actix_web::http::header;
+use std::sync::LazyLock;
+
 use actix_web::{HttpResponse, web};
+use shared_model::models::reports::ReportStatus;
 
 use crate::error::method_not_allowed;
 
 const HTML: &str = include_str!("../page/index.html");
+/// The script as written: its `/* REPORT_STATUS */` line becomes the statuses' names ([`script`]).
 const JS: &str = include_str!("../page/page.js");
+
+/// The script with `REPORT_STATUS` defined from [`ReportStatus`], so the page spells no status itself.
+fn script() -> &'static str {
+    static SCRIPT: LazyLock<String> = LazyLock::new(|| {
+        let names: serde_json::Map<String, serde_json::Value> =
+            ReportStatus::ALL.iter().map(|s| (s.as_str().to_owned(), s.as_str().into())).collect();
+        JS.replacen(
+            "/* REPORT_STATUS */",
+            &format!("const REPORT_STATUS = Object.freeze({});", serde_json::Value::Object(names)),
+            1,
+        )
+    });
+    &SCRIPT
+}
 const CSS: &str = include_str!("../page/page.css");
 
 /// `default-src 'self'` covers scripts, styles, fetches and images; `blob:` is for the CSV download
@@ -25,7 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::resource("/page.js")
-            .route(web::get().to(|| async { asset("text/javascript; charset=utf-8", JS) }))
+            .route(web::get().to(|| async { asset("text/javascript; charset=utf-8", script()) }))
             .default_service(web::to(method_not_allowed("GET"))),
     )
     .service(

@@ -53,3 +53,14 @@ async fn the_page_answers_only_get() {
     assert_eq!(response.status(), 405);
     assert_eq!(response.headers()["allow"], "GET");
 }
+
+#[tokio::test]
+async fn the_script_gets_the_report_statuses_from_the_models() {
+    let app = spawn_app().await;
+    let script = app.request_as(None, Method::GET, "/page.js").await.text().await.expect("body");
+    assert!(!script.contains("/* REPORT_STATUS */"), "the placeholder is filled in");
+    let defined = script.lines().find(|l| l.starts_with("const REPORT_STATUS = Object.freeze(")).expect("defined");
+    for status in shared_model::models::reports::ReportStatus::ALL {
+        assert!(defined.contains(&format!("\"{0}\":\"{0}\"", status.as_str())), "{defined}");
+    }
+}
