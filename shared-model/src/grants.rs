@@ -45,6 +45,8 @@ impl Role {
                 grants.extend(INPUT_TABLES.map(|table| ("SELECT", table)));
                 grants.push(("SELECT, INSERT, UPDATE", "reports"));
                 grants.push(("SELECT, DELETE", "report_chunks"));
+                // A sharded report's progress and the layout of its CSV.
+                grants.push(("SELECT", "report_shards"));
             }
             Role::Ingest => {
                 grants.extend(
@@ -64,6 +66,8 @@ impl Role {
                 grants.extend(INPUT_TABLES.map(|table| ("SELECT", table)));
                 grants.push(("SELECT, UPDATE", "reports"));
                 grants.push(("SELECT, INSERT, DELETE", "report_chunks"));
+                grants.push(("SELECT, INSERT, UPDATE", "report_shards"));
+                grants.push(("SELECT, INSERT, UPDATE, DELETE", "report_workers"));
             }
         }
         grants

@@ -8,7 +8,15 @@
 //!                                               | a job returned more than delivery_limit times
 //!                                               v
 //! dead-letter exchange (direct) --report.dead-lettered--> dead-letter queue (quorum)
+//!
+//! exchange --report.shard.NN--> shard queue NN (quorum, the job queue's arguments), NN = 00 … shard_queues−1
 //! ```
+//!
+//! A report of many stores is cut into shards by the worker that takes its job; each shard's job goes to
+//! the shard queue of its slot (`shard_no mod shard_queues`). Every worker consumes every shard queue,
+//! with a higher consumer priority (`x-priority`) on the slots it owns: RabbitMQ hands a queue's messages
+//! to its highest-priority consumer that has room, so a slot's shards keep reaching the worker that holds
+//! their data, and reach another worker when that one is busy or gone (its unacknowledged shard too).
 //!
 //! The job queue is a quorum queue because only quorum queues count deliveries (`x-delivery-count`) and
 //! enforce `x-delivery-limit`: a job whose worker crashes or rejects it is redelivered, a poison job stops
@@ -28,7 +36,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer, ExchangeKind};
 
 use crate::db::redact_url;
-use crate::messages::ReportJob;
+use crate::messages::{ReportJob, ShardJob};
 use crate::settings::AmqpSettings;
 
 /// Routing key of a job, from the exchange to the job queue.
@@ -38,6 +46,16 @@ pub const DEAD_LETTER_ROUTING_KEY: &str = "report.dead-lettered";
 /// Routing key of a failed-marker copy put back for another try: bound to the failed-marker queue alone,
 /// so the retry goes through the project's own exchange (the app user may not write to the default one).
 pub const MARKER_RETRY_ROUTING_KEY: &str = "report.mark-failed-retry";
+/// Consumer priority of a worker on the shard queues it owns; [`SHARD_BACKUP_PRIORITY`] on the others.
+pub const SHARD_OWNER_PRIORITY: i32 = 10;
+/// Consumer priority of a worker on the shard queues other workers own: it gets their shards only when
+/// the owner is busy or gone.
+pub const SHARD_BACKUP_PRIORITY: i32 = 1;
+
+/// Routing key of the shard jobs of slot `slot`.
+pub fn shard_routing_key(slot: u16) -> String {
+    format!("report.shard.{slot:02}")
+}
 /// AMQP `delivery_mode` of a message the broker writes to disk.
 const PERSISTENT: u8 = 2;
 /// One connection attempt never waits longer than this (a black-holed host would hang for minutes).
@@ -219,6 +237,23 @@ pub async fn declare_topology(channel: &Channel, settings: &AmqpSettings) -> Res
         )
         .await
         .map_err(declare("binding of job queue", &settings.queue))?;
+    for slot in 0..settings.shard_queues {
+        let name = settings.shard_queue_name(slot);
+        channel
+            .queue_declare(short(&name), durable_queue(), job_queue_arguments(settings))
+            .await
+            .map_err(declare("shard queue", &name))?;
+        channel
+            .queue_bind(
+                short(&name),
+                short(&settings.exchange),
+                short(&shard_routing_key(slot)),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(declare("binding of shard queue", &name))?;
+    }
     declare_failed_marker(channel, settings).await
 }
 
@@ -278,13 +313,16 @@ fn exactly(names: &[&str]) -> String {
 /// publishing, write on the exchange), and nothing else on the vhost.
 pub fn app_permissions(settings: &AmqpSettings) -> Permissions {
     let marker = settings.failed_marker_queue();
-    let all = exactly(&[
-        &settings.exchange,
-        &settings.queue,
-        &settings.dead_letter_exchange,
-        &settings.dead_letter_queue,
-        &marker,
-    ]);
+    let shard_queues = settings.shard_queue_names();
+    let mut names = vec![
+        settings.exchange.as_str(),
+        settings.queue.as_str(),
+        settings.dead_letter_exchange.as_str(),
+        settings.dead_letter_queue.as_str(),
+        marker.as_str(),
+    ];
+    names.extend(shard_queues.iter().map(String::as_str));
+    let all = exactly(&names);
     Permissions { configure: all.clone(), write: all.clone(), read: all }
 }
 
@@ -298,11 +336,14 @@ pub fn monitoring_permissions(settings: &AmqpSettings) -> Permissions {
 /// their own (`report-worker topology delete`).
 pub async fn delete_topology(channel: &Channel, settings: &AmqpSettings) -> Result<(), QueueError> {
     let marker = settings.failed_marker_queue();
-    for (what, queue) in [
+    let shard_queues = settings.shard_queue_names();
+    let mut queues = vec![
         ("failed-marker queue", &marker),
         ("job queue", &settings.queue),
         ("dead-letter queue", &settings.dead_letter_queue),
-    ] {
+    ];
+    queues.extend(shard_queues.iter().map(|name| ("shard queue", name)));
+    for (what, queue) in queues {
         channel
             .queue_delete(short(queue), QueueDeleteOptions::default())
             .await
@@ -389,6 +430,91 @@ pub async fn publish_job(channel: &Channel, settings: &AmqpSettings, job: &Repor
     }
 }
 
+/// The AMQP properties of a shard's job: persistent JSON, `message_id` = `<report_id>.<shard_no>`.
+pub fn shard_job_properties(job: &ShardJob) -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(PERSISTENT)
+        .with_content_type(ReportJob::CONTENT_TYPE.into())
+        .with_message_id(job.message_id().into())
+        .with_type("report.shard".into())
+        .with_timestamp(u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0))
+}
+
+/// Publishes the jobs of a report's shards, each to the shard queue of its slot, and waits for the
+/// broker's confirms of all of them (published first, confirmed after, so the broker writes them
+/// together). The same guarantees and errors as [`publish_job`].
+pub async fn publish_shard_jobs(
+    channel: &Channel,
+    settings: &AmqpSettings,
+    jobs: &[ShardJob],
+) -> Result<(), QueueError> {
+    let mut pending = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let payload = serde_json::to_vec(job)?;
+        let publish_error = |source| QueueError::Publish { report_id: job.message_id(), source };
+        let confirm = channel
+            .basic_publish(
+                short(&settings.exchange),
+                short(&shard_routing_key(settings.shard_slot(job.shard_no))),
+                BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
+                &payload,
+                shard_job_properties(job),
+            )
+            .await
+            .map_err(publish_error)?;
+        pending.push((job, confirm));
+    }
+    for (job, confirm) in pending {
+        let confirmation =
+            confirm.await.map_err(|source| QueueError::Publish { report_id: job.message_id(), source })?;
+        match confirmation {
+            Confirmation::Ack(None) => {}
+            Confirmation::Ack(Some(returned)) => {
+                return Err(QueueError::Unroutable {
+                    report_id: job.message_id(),
+                    reply: format!("{} {}", returned.reply_code, returned.reply_text),
+                });
+            }
+            Confirmation::Nack(_) => return Err(QueueError::Nacked(job.message_id())),
+            Confirmation::NotRequested => return Err(QueueError::ConfirmsNotEnabled),
+        }
+    }
+    Ok(())
+}
+
+/// Consumes shard queue `slot` on `channel` (whose `basic.qos` applies per consumer) with consumer
+/// priority `priority`, under the tag `<consumer_tag>.shard-NN`.
+pub async fn consume_shard_queue(
+    channel: &Channel,
+    settings: &AmqpSettings,
+    slot: u16,
+    priority: i32,
+    consumer_tag: &str,
+) -> Result<Consumer, QueueError> {
+    let mut arguments = FieldTable::default();
+    arguments.insert(short("x-priority"), AMQPValue::LongInt(priority));
+    channel
+        .basic_consume(
+            short(&settings.shard_queue_name(slot)),
+            short(&shard_consumer_tag(consumer_tag, slot)),
+            BasicConsumeOptions::default(),
+            arguments,
+        )
+        .await
+        .map_err(QueueError::Channel)
+}
+
+/// The tag of a worker's consumer on shard queue `slot`.
+pub fn shard_consumer_tag(consumer_tag: &str, slot: u16) -> String {
+    format!("{consumer_tag}.shard-{slot:02}")
+}
+
+/// The slots a worker owns when it is number `rank` (0-based) of `workers` live workers: every
+/// `workers`-th slot from `rank` on, so the slots of a report's first shards spread evenly.
+pub fn owns_slot(slot: u16, rank: usize, workers: usize) -> bool {
+    workers == 0 || usize::from(slot) % workers == rank % workers
+}
+
 /// The job in a delivery's body.
 pub fn decode_job(data: &[u8]) -> Result<ReportJob, QueueError> {
     Ok(serde_json::from_slice(data)?)
@@ -464,15 +590,36 @@ mod tests {
 
     #[test]
     fn the_app_user_may_touch_exactly_the_topology() {
-        let settings = AmqpSettings::default().with_suffix("t1");
+        let settings = AmqpSettings { shard_queues: 3, ..AmqpSettings::default() }.with_suffix("t1");
         let permissions = app_permissions(&settings);
         assert_eq!(
             permissions.configure,
             "^(restaurant-monitor\\.reports\\.t1|restaurant-monitor\\.report-jobs\\.v1\\.t1|\
              restaurant-monitor\\.reports\\.dead-letter\\.t1|restaurant-monitor\\.report-jobs\\.dead-letter\\.t1|\
-             restaurant-monitor\\.report-jobs\\.dead-letter\\.t1\\.mark-failed)$"
+             restaurant-monitor\\.report-jobs\\.dead-letter\\.t1\\.mark-failed|\
+             restaurant-monitor\\.report-shards\\.v1\\.t1\\.00|restaurant-monitor\\.report-shards\\.v1\\.t1\\.01|\
+             restaurant-monitor\\.report-shards\\.v1\\.t1\\.02)$"
         );
         assert_eq!(monitoring_permissions(&settings).write, "^$");
+    }
+
+    #[test]
+    fn shards_spread_over_the_slots_and_each_slot_has_one_owner() {
+        let settings = AmqpSettings { shard_queues: 12, ..AmqpSettings::default() };
+        assert_eq!(settings.shard_slot(0), 0);
+        assert_eq!(settings.shard_slot(13), 1);
+        assert_eq!(settings.shard_queue_name(3), "restaurant-monitor.report-shards.v1.03");
+        assert_eq!(shard_routing_key(3), "report.shard.03");
+        for workers in 1..=5 {
+            for slot in 0..12 {
+                let owners = (0..workers).filter(|&rank| owns_slot(slot, rank, workers)).count();
+                assert_eq!(owners, 1, "slot {slot} of {workers} workers");
+            }
+        }
+        // Ten shards over three workers: 4, 3, 3.
+        let per_worker: Vec<usize> =
+            (0..3).map(|rank| (0..10u32).filter(|&n| owns_slot(settings.shard_slot(n), rank, 3)).count()).collect();
+        assert_eq!(per_worker, vec![4, 3, 3]);
     }
 
     #[test]

@@ -104,6 +104,37 @@ diesel::table! {
         redeliveries -> Unsigned<Integer>,
         csv_deleted_at -> Nullable<Datetime>,
         unknown_after_minutes -> Nullable<Unsigned<Smallint>>,
+        shards_total -> Nullable<Unsigned<Integer>>,
+        shards_done -> Nullable<Unsigned<Integer>>,
+        plan_hours_snapshot -> Nullable<Unsigned<Bigint>>,
+        plan_zones_snapshot -> Nullable<Unsigned<Bigint>>,
+    }
+}
+
+diesel::table! {
+    report_shards (report_id, shard_no) {
+        report_id -> Char,
+        shard_no -> Unsigned<Integer>,
+        first_store_id -> Nullable<Varchar>,
+        end_store_id -> Nullable<Varchar>,
+        status -> Varchar,
+        attempts -> Unsigned<Integer>,
+        stores_done -> Nullable<Unsigned<Integer>>,
+        stores_total -> Nullable<Unsigned<Integer>>,
+        store_count -> Nullable<Unsigned<Integer>>,
+        csv_bytes -> Nullable<Unsigned<Bigint>>,
+        chunks -> Nullable<Unsigned<Integer>>,
+        worker -> Nullable<Varchar>,
+        started_at -> Nullable<Datetime>,
+        finished_at -> Nullable<Datetime>,
+    }
+}
+
+diesel::table! {
+    report_workers (worker) {
+        worker -> Varchar,
+        started_at -> Datetime,
+        heartbeat_at -> Datetime,
     }
 }
 
@@ -118,8 +149,9 @@ diesel::table! {
 }
 
 diesel::table! {
-    report_chunks (report_id, seq) {
+    report_chunks (report_id, shard_no, seq) {
         report_id -> Char,
+        shard_no -> Unsigned<Integer>,
         seq -> Unsigned<Integer>,
         data -> Mediumblob,
     }
@@ -136,5 +168,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     store_timezones,
     reports,
     report_chunks,
+    report_shards,
+    report_workers,
     idempotency_keys,
 );

@@ -51,6 +51,13 @@ pub struct AmqpSettings {
     /// Deliveries of one job before it is dead-lettered (a poison job must not loop).
     #[serde(default = "default_delivery_limit")]
     pub delivery_limit: u32,
+    /// Prefix of the shard queues: `<shard_queue>.00`, `.01`, … (one per slot).
+    #[serde(default = "default_shard_queue")]
+    pub shard_queue: String,
+    /// How many shard queues (slots) there are: shard `n` of a report goes to slot `n mod shard_queues`,
+    /// and each live worker owns every `workers`-th slot. More slots than workers spread the shards evenly.
+    #[serde(default = "default_shard_queues")]
+    pub shard_queues: u16,
 }
 
 impl Default for AmqpSettings {
@@ -62,6 +69,8 @@ impl Default for AmqpSettings {
             dead_letter_exchange: default_dead_letter_exchange(),
             dead_letter_queue: default_dead_letter_queue(),
             delivery_limit: default_delivery_limit(),
+            shard_queue: default_shard_queue(),
+            shard_queues: default_shard_queues(),
         }
     }
 }
@@ -74,6 +83,7 @@ impl AmqpSettings {
             queue: format!("{}.{suffix}", self.queue),
             dead_letter_exchange: format!("{}.{suffix}", self.dead_letter_exchange),
             dead_letter_queue: format!("{}.{suffix}", self.dead_letter_queue),
+            shard_queue: format!("{}.{suffix}", self.shard_queue),
             ..self.clone()
         }
     }
@@ -83,6 +93,21 @@ impl AmqpSettings {
     /// whoever deletes the topology (tests, scripts) knows it without depending on the worker.
     pub fn failed_marker_queue(&self) -> String {
         format!("{}.mark-failed", self.dead_letter_queue)
+    }
+
+    /// The slot a report's shard `shard_no` is published to.
+    pub fn shard_slot(&self, shard_no: u32) -> u16 {
+        u16::try_from(shard_no % u32::from(self.shard_queues.max(1))).unwrap_or(0)
+    }
+
+    /// The queue of shard slot `slot`: two digits, so the management UI lists the slots in order.
+    pub fn shard_queue_name(&self, slot: u16) -> String {
+        format!("{}.{slot:02}", self.shard_queue)
+    }
+
+    /// Every shard queue, slot 0 first.
+    pub fn shard_queue_names(&self) -> Vec<String> {
+        (0..self.shard_queues).map(|slot| self.shard_queue_name(slot)).collect()
     }
 }
 
@@ -103,6 +128,12 @@ fn default_dead_letter_queue() -> String {
 }
 fn default_delivery_limit() -> u32 {
     3
+}
+fn default_shard_queue() -> String {
+    "restaurant-monitor.report-shards.v1".into()
+}
+fn default_shard_queues() -> u16 {
+    12
 }
 
 /// Environment variables that override one setting each, by their usual names.

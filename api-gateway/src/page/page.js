@@ -187,9 +187,14 @@ async function watch(id) {
     const report = await getJson(`/get_report/${encodeURIComponent(id)}`);
     box.dataset.status = report.status;
     if (report.status === REPORT_STATUS.Running) {
-      const { stores_done: done = 0, stores_total: total = 0 } = report.progress || {};
+      const progress = report.progress || {};
+      const { stores_done: done = 0, stores_total: total = 0 } = progress;
       if (total > 0) bar.value = done / total;
-      text.textContent = total > 0 ? `Running: ${done} of ${total} stores` : 'Running: waiting for a worker';
+      const stores = total > 0 ? `Running: ${done} of ${total} stores` : 'Running: waiting for a worker';
+      // Only a report cut into shards says how many of them are stored.
+      text.textContent = progress.shards_total === undefined
+        ? stores
+        : `${stores}, ${progress.shards_done} of ${progress.shards_total} shards stored`;
       await new Promise((resolve) => setTimeout(resolve, POLL_EVERY_MS));
       continue;
     }

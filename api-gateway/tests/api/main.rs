@@ -13,5 +13,6 @@ mod observability;
 mod outbox;
 mod page;
 mod security;
+mod sharded;
 mod trigger;
 mod trigger_options;

@@ -6,6 +6,8 @@ pub mod idempotency_keys;
 pub mod loads;
 pub mod polls;
 pub mod reports;
+pub mod shards;
 pub mod snapshots;
 pub mod stores;
 pub mod versions;
+pub mod workers;

@@ -381,7 +381,7 @@ mod tests {
 // the window, not the history the table holds.
 //
 // A module of their own, so this part can follow the tests above (clippy: items_after_test_module).
-pub use worker_reads::{count_changed_since, read_changed_since, read_since, read_store};
+pub use worker_reads::{count_changed_since, read_changed_since, read_range_since, read_since, read_store};
 
 mod worker_reads {
     use super::*;
@@ -397,6 +397,34 @@ mod worker_reads {
             .load_iter::<(u32, MysqlTime, bool), DefaultLoadingMode>(conn)?
             .map(|row| row.map(poll))
             .collect()
+    }
+
+    /// The polls at or after `from` of the stores in `range` (one shard of a report), in the engine's
+    /// (store, at) order. The server walks the range of the `store_id` index and, per store, the primary
+    /// key of each day of the window; the rows come grouped by store id and are put in key order here.
+    pub fn read_range_since(
+        conn: &mut MysqlConnection,
+        range: &crate::models::shards::StoreRange,
+        from: Micros,
+    ) -> QueryResult<Vec<Poll>> {
+        use crate::schema::stores;
+        let mut query = polls::table
+            .inner_join(stores::table.on(stores::store_key.eq(polls::store_key)))
+            .filter(polls::polled_at.ge(datetime(from)))
+            .select((polls::store_key, polls::polled_at, polls::active))
+            .into_boxed();
+        if let Some(first) = &range.first {
+            query = query.filter(stores::store_id.ge(first.as_str()));
+        }
+        if let Some(end) = &range.end {
+            query = query.filter(stores::store_id.lt(end.as_str()));
+        }
+        let mut polls: Vec<Poll> = query
+            .load_iter::<(u32, MysqlTime, bool), DefaultLoadingMode>(conn)?
+            .map(|row| row.map(poll))
+            .collect::<QueryResult<_>>()?;
+        polls.sort_unstable_by_key(|p| (p.store, p.at));
+        Ok(polls)
     }
 
     /// The polls at or after `from` that a load after `load_id` inserted or changed, in no particular order.

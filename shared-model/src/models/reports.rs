@@ -106,22 +106,29 @@ pub struct Report {
     pub csv_deleted_at: Option<NaiveDateTime>,
     /// The gap horizon of SPEC §2b the report was asked for; `None`: none (SPEC §2's six columns).
     pub unknown_after_minutes: Option<u16>,
+    /// How many shards the report was cut into; `None` while unplanned or computed whole.
+    pub shards_total: Option<u32>,
+    /// Shards stored so far (of a sharded report).
+    pub shards_done: Option<u32>,
 }
 
-/// How far a running report is.
+/// How far a running report is. A sharded report counts the stores of the shards started so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     pub stores_done: u32,
     pub stores_total: u32,
+    /// `(shards_done, shards_total)` of a sharded report.
+    pub shards: Option<(u32, u32)>,
 }
 
 impl Report {
     /// `None` until a worker has written progress.
     pub fn progress(&self) -> Option<Progress> {
+        let shards = self.shards_total.map(|total| (self.shards_done.unwrap_or(0), total));
         match (self.stores_done, self.stores_total) {
-            (Some(stores_done), Some(stores_total)) => Some(Progress { stores_done, stores_total }),
-            (None, Some(stores_total)) => Some(Progress { stores_done: 0, stores_total }),
-            _ => None,
+            (Some(stores_done), Some(stores_total)) => Some(Progress { stores_done, stores_total, shards }),
+            (None, Some(stores_total)) => Some(Progress { stores_done: 0, stores_total, shards }),
+            _ => shards.map(|shards| Progress { stores_done: 0, stores_total: 0, shards: Some(shards) }),
         }
     }
 
@@ -140,7 +147,7 @@ impl Report {
     }
 }
 
-fn utc_now() -> NaiveDateTime {
+pub(crate) fn utc_now() -> NaiveDateTime {
     chrono::Utc::now().naive_utc()
 }
 
@@ -616,17 +623,20 @@ pub fn store_complete(
     report: FinishedReport<'_>,
     chunking: Chunking,
 ) -> Result<Stored, StoreError> {
-    let Chunking { chunk_bytes, max_statement_bytes } = chunking;
-    if chunk_bytes == 0 || chunk_bytes > max_statement_bytes || max_statement_bytes > MAX_STATEMENT_BYTES {
-        return Err(StoreError::BadChunking { chunk_bytes, max_statement_bytes });
-    }
-    if u32::try_from(report.csv.len().div_ceil(chunk_bytes)).is_err() {
-        return Err(StoreError::TooLarge(report.csv.len()));
-    }
+    check_chunking(chunking, report.csv.len())?;
+    retry_on_deadlock(report_id, || store_once(conn, report_id, report, chunking))
+}
+
+/// Runs a storing transaction again (at most [`DEADLOCK_TRIES`] times in all) when InnoDB picks it as a
+/// deadlock victim: the whole transaction was rolled back, so running it again is safe.
+pub(crate) fn retry_on_deadlock<T>(
+    report_id: &str,
+    mut store: impl FnMut() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
     let mut tries = 0;
     loop {
         tries += 1;
-        match store_once(conn, report_id, report, chunking) {
+        match store() {
             Err(StoreError::Db(diesel::result::Error::DatabaseError(
                 diesel::result::DatabaseErrorKind::SerializationFailure,
                 info,
@@ -648,7 +658,7 @@ fn store_once(
     conn: &mut MysqlConnection,
     report_id: &str,
     report: FinishedReport<'_>,
-    Chunking { chunk_bytes, max_statement_bytes }: Chunking,
+    chunking: Chunking,
 ) -> Result<Stored, StoreError> {
     conn.transaction(|conn| {
         let status: Option<ReportStatus> =
@@ -664,39 +674,79 @@ fn store_once(
         if stale > 0 {
             diesel::delete(report_chunks::table.filter(report_chunks::report_id.eq(report_id))).execute(conn)?;
         }
-        let rows: Vec<_> = report
-            .csv
-            .chunks(chunk_bytes)
-            .zip(0u32..)
-            .map(|(data, seq)| {
-                (report_chunks::report_id.eq(report_id), report_chunks::seq.eq(seq), report_chunks::data.eq(data))
-            })
-            .collect();
-        for statement in rows.chunks((max_statement_bytes / chunk_bytes).max(1)) {
-            diesel::insert_into(report_chunks::table).values(statement).execute(conn)?;
-        }
-        let chunks = u32::try_from(rows.len()).map_err(|_| StoreError::TooLarge(report.csv.len()))?;
-        let complete = (
-            reports::status.eq(ReportStatus::Complete),
-            reports::finished_at.eq(utc_now()),
-            reports::as_of.eq(report.as_of),
-            reports::store_count.eq(report.store_count),
-            reports::csv_bytes.eq(report.csv.len() as u64),
-            reports::stores_done.eq(report.store_count),
-            reports::stores_total.eq(report.store_count),
-            reports::error.eq(None::<String>),
-        );
-        diesel::update(reports::table.find(report_id)).set(complete.clone()).execute(conn)?;
-        // Sharers finish with it; a Failed sharer too, as its shared report was completed after all.
-        diesel::update(
-            reports::table
-                .filter(reports::shares_report_id.eq(report_id))
-                .filter(reports::status.ne(ReportStatus::Complete)),
-        )
-        .set(complete)
-        .execute(conn)?;
+        let chunks = insert_chunks(conn, report_id, 0, report.csv, chunking)?;
+        mark_complete(conn, report_id, report.as_of, report.store_count, report.csv.len() as u64)?;
         Ok(Stored::Complete { chunks })
     })
+}
+
+/// Marks a report Complete with its figures, and the reports sharing it (a Failed sharer too, as its
+/// shared report was completed after all). Inside the transaction that stored its last chunk.
+pub(crate) fn mark_complete(
+    conn: &mut MysqlConnection,
+    report_id: &str,
+    as_of: Option<NaiveDateTime>,
+    store_count: u32,
+    csv_bytes: u64,
+) -> QueryResult<()> {
+    let complete = (
+        reports::status.eq(ReportStatus::Complete),
+        reports::finished_at.eq(utc_now()),
+        reports::as_of.eq(as_of),
+        reports::store_count.eq(store_count),
+        reports::csv_bytes.eq(csv_bytes),
+        reports::stores_done.eq(store_count),
+        reports::stores_total.eq(store_count),
+        reports::error.eq(None::<String>),
+    );
+    diesel::update(reports::table.find(report_id)).set(complete.clone()).execute(conn)?;
+    diesel::update(
+        reports::table
+            .filter(reports::shares_report_id.eq(report_id))
+            .filter(reports::status.ne(ReportStatus::Complete)),
+    )
+    .set(complete)
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Writes `csv` as the chunks of `(report_id, shard_no)`, numbered from 0, several per INSERT while they
+/// fit in a statement; returns how many.
+pub(crate) fn insert_chunks(
+    conn: &mut MysqlConnection,
+    report_id: &str,
+    shard_no: u32,
+    csv: &[u8],
+    Chunking { chunk_bytes, max_statement_bytes }: Chunking,
+) -> Result<u32, StoreError> {
+    let rows: Vec<_> = csv
+        .chunks(chunk_bytes)
+        .zip(0u32..)
+        .map(|(data, seq)| {
+            (
+                report_chunks::report_id.eq(report_id),
+                report_chunks::shard_no.eq(shard_no),
+                report_chunks::seq.eq(seq),
+                report_chunks::data.eq(data),
+            )
+        })
+        .collect();
+    for statement in rows.chunks((max_statement_bytes / chunk_bytes).max(1)) {
+        diesel::insert_into(report_chunks::table).values(statement).execute(conn)?;
+    }
+    u32::try_from(rows.len()).map_err(|_| StoreError::TooLarge(csv.len()))
+}
+
+/// Checks a chunking before anything is written.
+pub(crate) fn check_chunking(chunking: Chunking, csv_len: usize) -> Result<(), StoreError> {
+    let Chunking { chunk_bytes, max_statement_bytes } = chunking;
+    if chunk_bytes == 0 || chunk_bytes > max_statement_bytes || max_statement_bytes > MAX_STATEMENT_BYTES {
+        return Err(StoreError::BadChunking { chunk_bytes, max_statement_bytes });
+    }
+    if u32::try_from(csv_len.div_ceil(chunk_bytes)).is_err() {
+        return Err(StoreError::TooLarge(csv_len));
+    }
+    Ok(())
 }
 
 /// One stored piece of a report's CSV.
@@ -707,11 +757,18 @@ pub struct ReportChunk {
     pub data: Vec<u8>,
 }
 
-/// The chunk `seq` of the report, or `None` past its last chunk. A download reads one chunk per query,
-/// so it holds one chunk in memory and a connection only for the query.
-pub fn read_chunk(conn: &mut MysqlConnection, report_id: &str, seq: u32) -> QueryResult<Option<ReportChunk>> {
+/// The chunk `seq` of shard `shard_no` of the report (0 for a report computed whole), or `None` past its
+/// last chunk. A download reads one chunk per query, so it holds one chunk in memory and a connection only
+/// for the query.
+pub fn read_chunk(
+    conn: &mut MysqlConnection,
+    report_id: &str,
+    shard_no: u32,
+    seq: u32,
+) -> QueryResult<Option<ReportChunk>> {
     report_chunks::table
         .filter(report_chunks::report_id.eq(report_id))
+        .filter(report_chunks::shard_no.eq(shard_no))
         .filter(report_chunks::seq.eq(seq))
         .select(ReportChunk::as_select())
         .first(conn)
@@ -723,7 +780,7 @@ pub fn read_chunk(conn: &mut MysqlConnection, report_id: &str, seq: u32) -> Quer
 pub fn read_csv(conn: &mut MysqlConnection, report_id: &str) -> QueryResult<Vec<u8>> {
     let chunks: Vec<Vec<u8>> = report_chunks::table
         .filter(report_chunks::report_id.eq(report_id))
-        .order(report_chunks::seq)
+        .order((report_chunks::shard_no, report_chunks::seq))
         .select(report_chunks::data)
         .load(conn)?;
     Ok(chunks.concat())

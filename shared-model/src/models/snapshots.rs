@@ -147,6 +147,60 @@ pub fn zone_names(conn: &mut MysqlConnection, snapshot_id: Option<u64>) -> Query
         .load(conn)
 }
 
+/// The business hours of a snapshot for the stores whose id is in `range` (one shard of a report): the
+/// `store_id` index's range, then each store's rows by primary key.
+pub fn business_hours_in(
+    conn: &mut MysqlConnection,
+    snapshot_id: Option<u64>,
+    range: &crate::models::shards::StoreRange,
+) -> QueryResult<Vec<HoursRow>> {
+    use crate::schema::stores;
+    let Some(snapshot_id) = snapshot_id else { return Ok(Vec::new()) };
+    let mut query = business_hours::table
+        .inner_join(stores::table.on(stores::store_key.eq(business_hours::store_key)))
+        .filter(business_hours::snapshot_id.eq(snapshot_id))
+        .select((business_hours::store_key, business_hours::weekday, business_hours::start_us, business_hours::end_us))
+        .into_boxed();
+    if let Some(first) = &range.first {
+        query = query.filter(stores::store_id.ge(first.as_str()));
+    }
+    if let Some(end) = &range.end {
+        query = query.filter(stores::store_id.lt(end.as_str()));
+    }
+    let rows: Vec<(u32, u8, i64, i64)> = query.load(conn)?;
+    Ok(rows.into_iter().map(|(store, weekday, start, end)| HoursRow { store, weekday, start, end }).collect())
+}
+
+/// The zone names of a snapshot for the stores whose id is in `range`, as [`zone_names`] gives them.
+pub fn zone_names_in(
+    conn: &mut MysqlConnection,
+    snapshot_id: Option<u64>,
+    range: &crate::models::shards::StoreRange,
+) -> QueryResult<Vec<(u32, String)>> {
+    use crate::schema::stores;
+    let Some(snapshot_id) = snapshot_id else { return Ok(Vec::new()) };
+    let mut query = store_timezones::table
+        .inner_join(stores::table.on(stores::store_key.eq(store_timezones::store_key)))
+        .filter(store_timezones::snapshot_id.eq(snapshot_id))
+        .select((store_timezones::store_key, store_timezones::timezone_str))
+        .into_boxed();
+    if let Some(first) = &range.first {
+        query = query.filter(stores::store_id.ge(first.as_str()));
+    }
+    if let Some(end) = &range.end {
+        query = query.filter(stores::store_id.lt(end.as_str()));
+    }
+    query.load(conn)
+}
+
+/// Whether a snapshot's rows are still there (a replaced snapshot is deleted by the next load of its
+/// kind); `None` (no file) always is.
+pub fn exists(conn: &mut MysqlConnection, snapshot_id: Option<u64>) -> QueryResult<bool> {
+    let Some(snapshot_id) = snapshot_id else { return Ok(true) };
+    let found: i64 = snapshots::table.filter(snapshots::snapshot_id.eq(snapshot_id)).count().get_result(conn)?;
+    Ok(found > 0)
+}
+
 /// One store's business hours in a snapshot (a range of the primary key), as [`business_hours`] gives them.
 pub fn store_business_hours(
     conn: &mut MysqlConnection,

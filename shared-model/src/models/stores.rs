@@ -63,6 +63,24 @@ pub fn all_ids(conn: &mut MysqlConnection) -> QueryResult<Vec<(u32, Box<str>)>> 
         .collect()
 }
 
+/// The stores whose id is in `range` as (key, id), the ids boxed: the names of one shard's stores.
+pub fn ids_in_range(
+    conn: &mut MysqlConnection,
+    range: &crate::models::shards::StoreRange,
+) -> QueryResult<Vec<(u32, Box<str>)>> {
+    let mut query = stores::table.select((stores::store_key, stores::store_id)).into_boxed();
+    if let Some(first) = &range.first {
+        query = query.filter(stores::store_id.ge(first.as_str()));
+    }
+    if let Some(end) = &range.end {
+        query = query.filter(stores::store_id.lt(end.as_str()));
+    }
+    query
+        .load_iter::<(u32, String), diesel::connection::DefaultLoadingMode>(conn)?
+        .map(|row| row.map(|(key, id)| (key, id.into_boxed_str())))
+        .collect()
+}
+
 /// The stores of the given keys (keys not in the table are absent from the answer).
 pub fn with_keys(conn: &mut MysqlConnection, keys: &[u32]) -> QueryResult<Vec<Store>> {
     let mut found = Vec::with_capacity(keys.len());

@@ -137,7 +137,18 @@ impl Report {
     /// Writes the report CSV: the header, then one line per store sorted by store id (byte order); the
     /// three unknown columns only with a horizon.
     pub fn write_csv<'a, W: Write>(&self, out: &mut W, store_id: impl Fn(u32) -> &'a str) -> io::Result<()> {
-        write_rows(out, &self.rows, self.horizon.length().is_some(), store_id)
+        write_rows(out, &self.rows, self.horizon.length().is_some(), true, store_id)
+    }
+
+    /// Writes the rows as one part of a report cut by store id (its shards' parts, one after the other,
+    /// are the whole report's CSV): the header only in the first part.
+    pub fn write_csv_part<'a, W: Write>(
+        &self,
+        out: &mut W,
+        first_part: bool,
+        store_id: impl Fn(u32) -> &'a str,
+    ) -> io::Result<()> {
+        write_rows(out, &self.rows, self.horizon.length().is_some(), first_part, store_id)
     }
 }
 
@@ -384,11 +395,14 @@ fn write_rows<'a, W: Write>(
     out: &mut W,
     rows: &[StoreUptime],
     with_unknown: bool,
+    with_header: bool,
     store_id: impl Fn(u32) -> &'a str,
 ) -> io::Result<()> {
     let mut sorted: Vec<(&str, &StoreUptime)> = rows.iter().map(|r| (store_id(r.store), r)).collect();
     sorted.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    writeln!(out, "{}", if with_unknown { HEADER_WITH_UNKNOWN } else { HEADER })?;
+    if with_header {
+        writeln!(out, "{}", if with_unknown { HEADER_WITH_UNKNOWN } else { HEADER })?;
+    }
     for (id, r) in sorted {
         // Ids are written as read; one with a comma, quote or line break needs CSV quoting.
         if id.contains([',', '"', '\n', '\r']) {
