@@ -7,9 +7,17 @@
 //! Each job runs on the blocking pool through [`JobHandler::handle`]; its outcome becomes an ack, a
 //! requeue or a dead-letter only after the report is stored or marked.
 //!
-//! Shutdown (the `shutdown` future, SIGTERM/SIGINT in the binary): both consumers are cancelled, jobs in
-//! hand finish and are acknowledged, then the connection closes. A lost broker connection is reopened
-//! with a backoff; the kept dataset survives it.
+//! Shards: a fourth channel consumes every shard queue (`basic.qos` 1 per consumer), with the owner's
+//! consumer priority on the slots this worker owns and the backup priority on the others. Which slots it
+//! owns follows from its rank among the live workers in `report_workers`, which a registry task refreshes
+//! every `worker.registry_interval_ms`; when the rank or the number of workers changes, the shard
+//! consumers are cancelled and opened again with the new priorities (deliveries in hand stay valid). At
+//! most `worker.prefetch` shards are computed at once; the others wait, unacknowledged, in hand. A report
+//! job whose outcome is a plan has its shard jobs published (with confirms) before it is acknowledged.
+//!
+//! Shutdown (the `shutdown` future, SIGTERM/SIGINT in the binary): every consumer is cancelled, jobs in
+//! hand finish and are acknowledged, the worker leaves the registry, then the connection closes. A lost
+//! broker connection is reopened with a backoff; the kept datasets survive it.
 
 use std::future::Future;
 use std::pin::pin;
@@ -19,6 +27,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
+use futures_util::stream::SelectAll;
 use lapin::BasicProperties;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -29,11 +38,13 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use shared_model::db::{self, DbPool};
 use shared_model::messages::ReportJob;
 use shared_model::models::reports::{self, is_valid_report_id};
+use shared_model::models::workers;
 use shared_model::queue::{self, header, header_count, header_text};
 use shared_model::settings::DatabaseSettings;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::job::{Disposition, JobDelivery, JobHandler, printable};
+use crate::job::{Disposition, JobDelivery, JobHandler, Outcome, printable};
 use crate::settings::Settings;
 
 /// The failed-marker's own count of its tries on a message: the marker queue is a classic queue, which
@@ -46,7 +57,8 @@ const RETRY_DELAY_MAX: Duration = Duration::from_secs(60);
 /// Connects to MySQL (the schema must be migrated) and runs [`consume`] until `shutdown` resolves.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let pool = open_database(&settings).await?;
-    let mut handler = JobHandler::new(pool.clone(), settings.worker.clone(), settings.amqp.delivery_limit);
+    let mut handler = JobHandler::new(pool.clone(), settings.worker.clone(), settings.amqp.delivery_limit)
+        .with_shard_queues(settings.amqp.shard_queues);
     if let Some(replica) = open_replica(&settings).await? {
         handler = handler.reading_from(replica);
     }
@@ -89,9 +101,17 @@ pub async fn consume(
 ) -> anyhow::Result<()> {
     let mut shutdown = pin!(shutdown);
     let mut delay = Duration::from_millis(500);
-    loop {
-        match session(settings, &handler, &pool, shutdown.as_mut()).await {
-            Ok(()) => return Ok(()),
+    let (ranked, ranks) = watch::channel(None);
+    let registry = tokio::spawn(keep_registered(
+        pool.clone(),
+        handler.worker_name().to_owned(),
+        Duration::from_millis(settings.worker.registry_interval_ms),
+        ranked,
+    ));
+    let shard_slots = Arc::new(Semaphore::new(usize::from(settings.worker.prefetch)));
+    let ended = loop {
+        match session(settings, &handler, &pool, ranks.clone(), &shard_slots, shutdown.as_mut()).await {
+            Ok(()) => break Ok(()),
             Err(e) => log::error!(
                 "broker session at {} ended: {e:#}; reconnecting in {} ms",
                 db::redact_url(&settings.amqp.url),
@@ -99,10 +119,57 @@ pub async fn consume(
             ),
         }
         tokio::select! {
-            () = shutdown.as_mut() => return Ok(()),
+            () = shutdown.as_mut() => break Ok(()),
             () = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(RECONNECT_DELAY_MAX);
+    };
+    registry.abort();
+    let (leaving, name) = (pool.clone(), handler.worker_name().to_owned());
+    let left = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut conn = leaving.get()?;
+        Ok(workers::leave(&mut conn, &name)?)
+    })
+    .await;
+    if let Ok(Err(e)) = left {
+        log::warn!("cannot leave report_workers (the row ages out by itself): {e:#}");
+    }
+    ended
+}
+
+/// `(rank, live workers)` of this worker, `None` until the registry first answered.
+type Rank = Option<(usize, usize)>;
+
+/// Says every `interval` that this worker is alive and sends its rank among the live workers (those
+/// heard from within three intervals) whenever it changes. MySQL trouble only delays the news: the
+/// shards still reach some worker.
+async fn keep_registered(pool: DbPool, name: String, interval: Duration, ranked: watch::Sender<Rank>) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let silence = chrono::TimeDelta::from_std(interval * 3).unwrap_or(chrono::TimeDelta::seconds(6));
+    loop {
+        ticks.tick().await;
+        let (pool, me) = (pool.clone(), name.clone());
+        let looked = tokio::task::spawn_blocking(move || -> anyhow::Result<(usize, usize)> {
+            let mut conn = pool.get()?;
+            let now = chrono::Utc::now().naive_utc();
+            workers::heartbeat(&mut conn, &me, now)?;
+            let live = workers::live(&mut conn, now - silence)?;
+            let rank = live.iter().position(|worker| *worker == me).unwrap_or(0);
+            Ok((rank, live.len().max(1)))
+        })
+        .await;
+        match looked {
+            Ok(Ok(rank)) => {
+                ranked.send_if_modified(|known| {
+                    let changed = *known != Some(rank);
+                    *known = Some(rank);
+                    changed
+                });
+            }
+            Ok(Err(e)) => log::warn!("cannot refresh this worker in report_workers: {e:#}"),
+            Err(e) => log::warn!("the registry task panicked: {e}"),
+        }
     }
 }
 
@@ -111,9 +178,16 @@ async fn session(
     settings: &Settings,
     handler: &Arc<JobHandler>,
     pool: &DbPool,
+    mut ranks: watch::Receiver<Rank>,
+    shard_slots: &Arc<Semaphore>,
     mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> anyhow::Result<()> {
-    let mut broker = Subscriptions::open(settings).await?;
+    let mut broker = Subscriptions::open(settings, handler.worker_name()).await?;
+    let rank = *ranks.borrow_and_update();
+    broker.consume_shards(settings, rank).await?;
+    if let Some((rank, workers)) = rank {
+        handler.set_ownership(rank, workers);
+    }
     let stopping = Arc::new(AtomicBool::new(false));
     let retry_delay = Duration::from_millis(settings.worker.retry_delay_ms);
     let mut in_hand = JoinSet::new();
@@ -122,10 +196,29 @@ async fn session(
             () = shutdown.as_mut() => break Ok(()),
             next = broker.jobs.next() => match next {
                 Some(Ok(delivery)) => {
-                    in_hand.spawn(run_job(Arc::clone(handler), delivery, Arc::clone(&stopping), retry_delay));
+                    let job = Job { kind: JobKind::Report, publisher: Some(broker.publisher(settings)) };
+                    in_hand.spawn(run_job(Arc::clone(handler), delivery, job, Arc::clone(&stopping), retry_delay));
                 }
                 Some(Err(e)) => break Err(anyhow::Error::new(e).context("job consumer failed")),
                 None => break Err(anyhow::anyhow!("the broker cancelled the job consumer")),
+            },
+            Some(next) = broker.shards.next(), if !broker.shards.is_empty() => match next {
+                Ok(delivery) => {
+                    let job = Job { kind: JobKind::Shard(Arc::clone(shard_slots)), publisher: None };
+                    in_hand.spawn(run_job(Arc::clone(handler), delivery, job, Arc::clone(&stopping), retry_delay));
+                }
+                Err(e) => break Err(anyhow::Error::new(e).context("shard consumer failed")),
+            },
+            changed = ranks.changed() => {
+                if changed.is_err() {
+                    break Err(anyhow::anyhow!("the registry task stopped"));
+                }
+                let rank = *ranks.borrow_and_update();
+                if let Some((rank, workers)) = rank {
+                    log::info!("this worker is {} of {workers} live workers: taking its shard queues", rank + 1);
+                    handler.set_ownership(rank, workers);
+                }
+                broker.consume_shards(settings, rank).await?;
             },
             next = broker.dead.next() => match next {
                 Some(Ok(delivery)) => {
@@ -159,8 +252,9 @@ async fn session(
     ended
 }
 
-/// One connection's consumers: jobs, and the failed-marker copies of dead-lettered jobs. The channels
-/// and the connection live as long as the consumers are used.
+/// One connection's consumers: jobs, shards, and the failed-marker copies of dead-lettered jobs; and the
+/// channel that publishes the shard jobs of the reports this worker plans. The channels and the
+/// connection live as long as the consumers are used.
 struct Subscriptions {
     connection: lapin::Connection,
     tag: String,
@@ -168,12 +262,19 @@ struct Subscriptions {
     jobs: lapin::Consumer,
     marker_channel: lapin::Channel,
     dead: lapin::Consumer,
+    publish_channel: lapin::Channel,
+    shards_channel: lapin::Channel,
+    shards: SelectAll<lapin::Consumer>,
+    /// Tags of the shard consumers open now (cancelled ones drain out of `shards` by themselves).
+    shard_tags: Vec<String>,
+    /// Counts re-subscriptions, so a new consumer never reuses the tag of one still draining.
+    generation: u32,
 }
 
 impl Subscriptions {
-    async fn open(settings: &Settings) -> anyhow::Result<Self> {
+    async fn open(settings: &Settings, worker_name: &str) -> anyhow::Result<Self> {
         let amqp = &settings.amqp;
-        let tag = consumer_tag();
+        let tag = format!("{worker_name}.{}", session_number());
         let connection = queue::connect_once(&amqp.url, &tag, queue::DEFAULT_CONNECT_TIMEOUT).await?;
         let declaring = connection.create_channel().await?;
         queue::declare_topology(&declaring, amqp).await?;
@@ -193,29 +294,121 @@ impl Subscriptions {
             )
             .await
             .with_context(|| format!("consuming {marker_queue}"))?;
-        log::info!("consuming {} (prefetch {}) and {marker_queue} as {tag}", amqp.queue, settings.worker.prefetch);
-        Ok(Self { connection, tag, jobs_channel, jobs, marker_channel, dead })
+        let publish_channel = queue::open_publish_channel(&connection, amqp).await?;
+        let shards_channel = connection.create_channel().await?;
+        // One shard in hand per shard queue: the queue's next shard goes to another consumer meanwhile.
+        shards_channel.basic_qos(1, BasicQosOptions { global: false }).await?;
+        log::info!(
+            "consuming {} (prefetch {}), {} shard queues {}.NN and {marker_queue} as {tag}",
+            amqp.queue,
+            settings.worker.prefetch,
+            amqp.shard_queues,
+            amqp.shard_queue
+        );
+        Ok(Self {
+            connection,
+            tag,
+            jobs_channel,
+            jobs,
+            marker_channel,
+            dead,
+            publish_channel,
+            shards_channel,
+            shards: SelectAll::new(),
+            shard_tags: Vec::new(),
+            generation: 0,
+        })
     }
 
-    /// Stops both consumers; deliveries already in hand can still be acknowledged.
+    /// (Re)opens a consumer on every shard queue: the owner's priority on the slots this worker owns as
+    /// number `rank` of the live workers, the backup priority on the others (every slot the owner's while
+    /// the rank is unknown, so a lone worker takes everything at once).
+    async fn consume_shards(&mut self, settings: &Settings, rank: Rank) -> anyhow::Result<()> {
+        for tag in self.shard_tags.drain(..) {
+            self.shards_channel
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await
+                .with_context(|| format!("cancelling the shard consumer {tag}"))?;
+        }
+        self.generation += 1;
+        let mut owned = Vec::new();
+        for slot in 0..settings.amqp.shard_queues {
+            let owner = rank.is_none_or(|(rank, workers)| queue::owns_slot(slot, rank, workers));
+            let priority = if owner { queue::SHARD_OWNER_PRIORITY } else { queue::SHARD_BACKUP_PRIORITY };
+            let tag = format!("{}.g{}", self.tag, self.generation);
+            let consumer = queue::consume_shard_queue(&self.shards_channel, &settings.amqp, slot, priority, &tag)
+                .await
+                .with_context(|| format!("consuming {}", settings.amqp.shard_queue_name(slot)))?;
+            self.shard_tags.push(queue::shard_consumer_tag(&tag, slot));
+            self.shards.push(consumer);
+            if owner {
+                owned.push(slot);
+            }
+        }
+        log::info!("shard queues owned (consumer priority {}): {owned:?}", queue::SHARD_OWNER_PRIORITY);
+        Ok(())
+    }
+
+    fn publisher(&self, settings: &Settings) -> Publisher {
+        Publisher { channel: self.publish_channel.clone(), amqp: settings.amqp.clone() }
+    }
+
+    /// Stops every consumer; deliveries already in hand can still be acknowledged.
     async fn cancel(&self) {
         let _ = self.jobs_channel.basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default()).await;
         let _ = self.marker_channel.basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default()).await;
+        for tag in &self.shard_tags {
+            let _ = self.shards_channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+        }
     }
 }
 
-fn consumer_tag() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
-    format!("report-worker@{host}:{}:{}", std::process::id(), nanoid_like())
+/// Numbers the broker sessions of this process (a reconnect is a new session).
+fn session_number() -> u32 {
+    static SESSIONS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    SESSIONS.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Distinguishes sessions of one process in the management UI.
-fn nanoid_like() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    format!("{nanos:08x}")
+/// What a delivery is, and what its run needs besides the handler.
+struct Job {
+    kind: JobKind,
+    /// Where a report job's planned shards are published.
+    publisher: Option<Publisher>,
 }
 
-async fn run_job(handler: Arc<JobHandler>, delivery: Delivery, stopping: Arc<AtomicBool>, retry_delay: Duration) {
+enum JobKind {
+    Report,
+    /// A shard, computed once a permit of the worker's shard gate is free (at most `worker.prefetch` at
+    /// once, whatever the number of shard queues delivering to it).
+    Shard(Arc<Semaphore>),
+}
+
+/// The channel (with confirms) and names to publish shard jobs with.
+struct Publisher {
+    channel: lapin::Channel,
+    amqp: shared_model::settings::AmqpSettings,
+}
+
+/// How long the broker may take to confirm a plan's shard jobs before the report job goes back.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn run_job(
+    handler: Arc<JobHandler>,
+    delivery: Delivery,
+    job: Job,
+    stopping: Arc<AtomicBool>,
+    retry_delay: Duration,
+) {
+    let _permit = match &job.kind {
+        JobKind::Shard(gate) => match Arc::clone(gate).acquire_owned().await {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                settle(&delivery, Disposition::Requeue).await;
+                return;
+            }
+        },
+        JobKind::Report => None,
+    };
     if stopping.load(Ordering::SeqCst) {
         // Delivered while stopping and not started: another worker takes it.
         settle(&delivery, Disposition::Requeue).await;
@@ -224,11 +417,13 @@ async fn run_job(handler: Arc<JobHandler>, delivery: Delivery, stopping: Arc<Ato
     let count = queue::previous_deliveries(&delivery);
     let message_id = delivery.properties.message_id().as_ref().map(|id| id.as_str().to_owned());
     let body = delivery.data.clone();
+    let shard = matches!(job.kind, JobKind::Shard(_));
     let outcome = tokio::task::spawn_blocking(move || {
-        handler.handle(&JobDelivery { body: &body, message_id: message_id.as_deref(), delivery_count: count })
+        let delivered = JobDelivery { body: &body, message_id: message_id.as_deref(), delivery_count: count };
+        if shard { handler.handle_shard(&delivered) } else { handler.handle(&delivered) }
     })
     .await;
-    let disposition = match &outcome {
+    let mut disposition = match &outcome {
         Ok(outcome) => outcome.disposition(),
         Err(e) => {
             // A panic in the handler is a bug; the delivery limit keeps it from looping.
@@ -236,6 +431,26 @@ async fn run_job(handler: Arc<JobHandler>, delivery: Delivery, stopping: Arc<Ato
             Disposition::Requeue
         }
     };
+    if let (Ok(Outcome::Planned { report_id, jobs, .. }), Some(publisher)) = (&outcome, &job.publisher) {
+        // The report job is acknowledged only once every shard job is on its queue; otherwise it comes
+        // back, and its next delivery publishes the shards not stored yet again.
+        let published =
+            tokio::time::timeout(PUBLISH_TIMEOUT, queue::publish_shard_jobs(&publisher.channel, &publisher.amqp, jobs))
+                .await;
+        match published {
+            Ok(Ok(())) => log::info!("report_id={report_id} published {} shard jobs", jobs.len()),
+            Ok(Err(e)) => {
+                log::warn!("report_id={report_id} cannot publish its shard jobs: {e}; the report job goes back");
+                disposition = Disposition::Requeue;
+            }
+            Err(_) => {
+                log::warn!(
+                    "report_id={report_id} the broker did not confirm its shard jobs in time; the report job goes back"
+                );
+                disposition = Disposition::Requeue;
+            }
+        }
+    }
     if disposition == Disposition::Requeue {
         // Requeued at once, a job would use up its deliveries within seconds of a MySQL restart; waiting
         // longer after each failure lets a short outage pass. The wait ends early when the worker stops.

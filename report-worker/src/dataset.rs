@@ -22,12 +22,19 @@
 //! reset (load ids going back) or a `now` going back (the latest polls deleted) is noticed and the window
 //! read whole; other polls deleted by hand are not noticed until the worker restarts.
 //!
+//! A report cut into shards keeps one dataset per shard: the same, for the stores of one range of store
+//! ids ([`Scope::range`]), at the report's pinned `now` and snapshots ([`Pin::Plan`]); the changes are
+//! fetched as above and only those of the range kept. [`DatasetCache`] keeps the datasets of the shards a
+//! worker computed, least recently used out first past the memory budget.
+//!
 //! [`refresh`] must run inside one consistent-snapshot transaction
 //! ([`shared_model::db::with_consistent_snapshot`]), so the
 //! polls, hours and zones of one report all come from the same moment.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use shared_model::models::shards::StoreRange;
 use std::time::{Duration, Instant};
 
 use chrono_tz::Tz;
@@ -53,12 +60,48 @@ pub struct Dataset {
     /// Known zones only: a name chrono-tz does not know leaves the store in America/Chicago.
     pub zones: HashMap<u32, Tz>,
     pub version: IngestVersion,
+    /// The stores it holds (every store for a report computed whole).
+    pub range: StoreRange,
 }
 
 impl Dataset {
     pub fn store_id(&self, key: u32) -> Option<&str> {
         self.store_ids.get(&key).map(|id| &**id)
     }
+
+    /// About how much memory it takes: what the budget of [`DatasetCache`] counts.
+    pub fn approx_bytes(&self) -> usize {
+        const MAP_ENTRY: usize = 48;
+        let ids: usize = self.store_ids.values().map(|id| id.len() + MAP_ENTRY).sum();
+        self.polls.capacity() * std::mem::size_of::<Poll>()
+            + ids
+            + self.hours.capacity() * std::mem::size_of::<HoursRow>()
+            + self.zones.len() * MAP_ENTRY
+    }
+}
+
+/// Which data a refresh brings a dataset to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub range: StoreRange,
+    pub pin: Pin,
+    /// The dataset holds about one `share`-th of the window's polls (a shard of a report cut in that many):
+    /// it weighs how many changed polls are still worth merging rather than reading the range again.
+    pub share: u32,
+}
+
+impl Scope {
+    /// Every store, at the latest data: a report computed whole.
+    pub const WHOLE: Scope = Scope { range: StoreRange::ALL, pin: Pin::Latest, share: 1 };
+}
+
+/// The `now` and snapshots of a dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pin {
+    /// `now` is the newest poll, hours and zones the current snapshots.
+    Latest,
+    /// A shard of a planned report: the plan's `now` and snapshots, so all its shards see the same.
+    Plan { now: Micros, hours_snapshot: Option<u64>, zones_snapshot: Option<u64> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,16 +130,42 @@ pub struct RefreshStats {
     pub elapsed: Duration,
 }
 
-/// Brings `cache` up to the state of the database as `conn`'s transaction sees it. An unchanged dataset
-/// keeps its `Arc` (no copy); a changed one is copied only if a job still uses the old one.
-pub fn refresh(cache: &mut Option<Arc<Dataset>>, conn: &mut MysqlConnection) -> Result<RefreshStats, DatasetError> {
+/// Brings `cache` up to the state of the database as `conn`'s transaction sees it, for `scope`. An
+/// unchanged dataset keeps its `Arc` (no copy); a changed one is copied only if a job still uses the old
+/// one.
+pub fn refresh(
+    cache: &mut Option<Arc<Dataset>>,
+    conn: &mut MysqlConnection,
+    scope: &Scope,
+) -> Result<RefreshStats, DatasetError> {
     let started = Instant::now();
-    let version = read_version(conn)?;
-    let window_start = polls::newest_polled_at(conn)?.map(|now| now - LOOKBACK);
+    let mut version = read_version(conn)?;
+    let window_start = match scope.pin {
+        Pin::Latest => polls::newest_polled_at(conn)?.map(|now| now - LOOKBACK),
+        Pin::Plan { now, hours_snapshot, zones_snapshot } => {
+            for (what, pinned, current) in [
+                ("business hours", hours_snapshot, version.hours_snapshot),
+                ("time zones", zones_snapshot, version.zones_snapshot),
+            ] {
+                if pinned != current && !snapshots::exists(conn, pinned)? {
+                    return Err(DatasetError::Data(format!(
+                        "the {what} file was loaded again while the report was being computed, and the {what} \
+                         it started with are gone; trigger a new report"
+                    )));
+                }
+            }
+            version.hours_snapshot = hours_snapshot;
+            version.zones_snapshot = zones_snapshot;
+            Some(now - LOOKBACK)
+        }
+    };
     let mut stats = RefreshStats::default();
+    if cache.as_ref().is_some_and(|kept| kept.range != scope.range) {
+        *cache = None;
+    }
     match cache {
         None => {
-            let mut fresh = Dataset { version, window_start, ..Dataset::default() };
+            let mut fresh = Dataset { version, window_start, range: scope.range.clone(), ..Dataset::default() };
             read_everything(&mut fresh, conn, &mut stats)?;
             *cache = Some(Arc::new(fresh));
         }
@@ -109,7 +178,7 @@ pub fn refresh(cache: &mut Option<Arc<Dataset>>, conn: &mut MysqlConnection) -> 
                 None => 0,
             };
             if changed > 0 || version != previous || window_start != kept.window_start {
-                catch_up(Arc::make_mut(kept), conn, version, window_start, changed, &mut stats)?;
+                catch_up(Arc::make_mut(kept), conn, version, window_start, changed, scope.share, &mut stats)?;
             }
         }
     }
@@ -125,20 +194,23 @@ fn catch_up(
     version: IngestVersion,
     window_start: Option<Micros>,
     changed: u64,
+    share: u32,
     stats: &mut RefreshStats,
 ) -> Result<(), DatasetError> {
     let previous = dataset.version;
+    let range = dataset.range.clone();
     // Load ids only grow; fewer loads than before means the database was reset or restored, and nothing
     // kept can be trusted. A window that starts earlier than before (the latest polls were deleted) needs
     // polls that were never kept. Past a quarter of the window, one ordered scan also beats that many
     // lookups through the load_id index.
     let reset = version.settled_load_id < previous.settled_load_id;
     let Some(from) = window_start.filter(|from| Some(*from) >= dataset.window_start) else {
-        *dataset = Dataset { version, window_start, ..Dataset::default() };
+        *dataset = Dataset { version, window_start, range, ..Dataset::default() };
         return read_everything(dataset, conn, stats);
     };
-    if reset || (changed > 0 && changed.saturating_mul(4) > dataset.polls.len() as u64) {
-        *dataset = Dataset { version, window_start, ..Dataset::default() };
+    let window_polls = (dataset.polls.len() as u64).saturating_mul(u64::from(share.max(1)));
+    if reset || (changed > 0 && changed.saturating_mul(4) > window_polls) {
+        *dataset = Dataset { version, window_start, range, ..Dataset::default() };
         return read_everything(dataset, conn, stats);
     }
     if changed > 0 {
@@ -149,11 +221,11 @@ fn catch_up(
         dataset.window_start = Some(from);
     }
     if version.hours_snapshot != previous.hours_snapshot {
-        dataset.hours = read_hours(conn, version.hours_snapshot)?;
+        dataset.hours = read_hours(conn, version.hours_snapshot, &dataset.range)?;
         stats.hours_read = Some(dataset.hours.len());
     }
     if version.zones_snapshot != previous.zones_snapshot {
-        let (zones, unknown) = read_zones(conn, version.zones_snapshot)?;
+        let (zones, unknown) = read_zones(conn, version.zones_snapshot, &dataset.range)?;
         dataset.zones = zones;
         stats.zones_read = Some(dataset.zones.len() + unknown);
         stats.unknown_zones = unknown;
@@ -169,19 +241,22 @@ fn read_everything(
 ) -> Result<(), DatasetError> {
     stats.full_read = true;
     let started = Instant::now();
+    let whole = dataset.range == StoreRange::ALL;
     dataset.polls = match dataset.window_start {
-        Some(from) => polls::read_since(conn, from)?,
+        Some(from) if whole => polls::read_since(conn, from)?,
+        Some(from) => polls::read_range_since(conn, &dataset.range, from)?,
         None => Vec::new(),
     };
     stats.polls_read = dataset.polls.len();
     log::debug!("read {} polls in {:.0} ms", dataset.polls.len(), started.elapsed().as_secs_f64() * 1e3);
     let started = Instant::now();
-    dataset.store_ids = stores::all_ids(conn)?.into_iter().collect();
+    let ids = if whole { stores::all_ids(conn)? } else { stores::ids_in_range(conn, &dataset.range)? };
+    dataset.store_ids = ids.into_iter().collect();
     stats.stores_read = dataset.store_ids.len();
     check_every_store_is_named(dataset, &dataset.polls)?;
-    dataset.hours = read_hours(conn, dataset.version.hours_snapshot)?;
+    dataset.hours = read_hours(conn, dataset.version.hours_snapshot, &dataset.range)?;
     stats.hours_read = Some(dataset.hours.len());
-    let (zones, unknown) = read_zones(conn, dataset.version.zones_snapshot)?;
+    let (zones, unknown) = read_zones(conn, dataset.version.zones_snapshot, &dataset.range)?;
     dataset.zones = zones;
     stats.zones_read = Some(dataset.zones.len() + unknown);
     stats.unknown_zones = unknown;
@@ -203,14 +278,25 @@ fn merge_changed_polls(
 ) -> Result<(), DatasetError> {
     let mut changed = polls::read_changed_since(conn, after_load_id, from)?;
     changed.sort_unstable_by_key(|p| (p.store, p.at));
-    stats.polls_read = changed.len();
 
     let mut unnamed: Vec<u32> =
         changed.iter().map(|p| p.store).filter(|key| !dataset.store_ids.contains_key(key)).collect();
     unnamed.dedup();
     let named = stores::with_keys(conn, &unnamed)?;
-    stats.stores_read += named.len();
-    dataset.store_ids.extend(named.into_iter().map(|store| (store.store_key, store.store_id.into_boxed_str())));
+    // A shard keeps the stores of its range only; the changes of the others are theirs.
+    let range = &dataset.range;
+    let before = dataset.store_ids.len();
+    dataset.store_ids.extend(
+        named
+            .into_iter()
+            .filter(|store| range.contains(&store.store_id))
+            .map(|store| (store.store_key, store.store_id.into_boxed_str())),
+    );
+    stats.stores_read += dataset.store_ids.len() - before;
+    if *range != StoreRange::ALL {
+        changed.retain(|p| dataset.store_ids.contains_key(&p.store));
+    }
+    stats.polls_read = changed.len();
     check_every_store_is_named(dataset, &changed)?;
     dataset.polls = merge_polls(&dataset.polls, &changed);
     Ok(())
@@ -273,8 +359,16 @@ fn check_every_store_is_named(dataset: &Dataset, polls: &[Poll]) -> Result<(), D
     Ok(())
 }
 
-fn read_hours(conn: &mut MysqlConnection, snapshot: Option<u64>) -> Result<Vec<HoursRow>, DatasetError> {
-    let rows = snapshots::business_hours(conn, snapshot)?;
+fn read_hours(
+    conn: &mut MysqlConnection,
+    snapshot: Option<u64>,
+    range: &StoreRange,
+) -> Result<Vec<HoursRow>, DatasetError> {
+    let rows = if *range == StoreRange::ALL {
+        snapshots::business_hours(conn, snapshot)?
+    } else {
+        snapshots::business_hours_in(conn, snapshot, range)?
+    };
     rows.into_iter()
         .map(|row @ HoursRow { store, weekday, start, end }| {
             // The engine trusts these bounds (SPEC §1); a row outside them would be counted wrongly, silently.
@@ -296,8 +390,13 @@ fn read_hours(conn: &mut MysqlConnection, snapshot: Option<u64>) -> Result<Vec<H
 fn read_zones(
     conn: &mut MysqlConnection,
     snapshot: Option<u64>,
+    range: &StoreRange,
 ) -> Result<(HashMap<u32, Tz>, usize), diesel::result::Error> {
-    let rows = snapshots::zone_names(conn, snapshot)?;
+    let rows = if *range == StoreRange::ALL {
+        snapshots::zone_names(conn, snapshot)?
+    } else {
+        snapshots::zone_names_in(conn, snapshot, range)?
+    };
     let mut unknown = 0;
     let zones = rows
         .into_iter()
@@ -310,6 +409,80 @@ fn read_zones(
         })
         .collect();
     Ok((zones, unknown))
+}
+
+/// The datasets a worker keeps between jobs, one per store range (the whole set for reports computed
+/// whole, one per shard it computed), within a memory budget.
+#[derive(Debug, Default)]
+pub struct DatasetCache {
+    entries: HashMap<StoreRange, Kept>,
+    budget_bytes: usize,
+    clock: u64,
+}
+
+#[derive(Debug)]
+struct Kept {
+    data: Arc<Dataset>,
+    last_used: u64,
+    /// The shard queue slot its shard came from (`None`: a report computed whole).
+    slot: Option<u16>,
+}
+
+impl DatasetCache {
+    pub fn new(budget_bytes: usize) -> Self {
+        Self { budget_bytes, ..Self::default() }
+    }
+
+    /// The kept dataset of `range`, to refresh (the cache keeps it meanwhile, for other jobs).
+    pub fn get(&self, range: &StoreRange) -> Option<Arc<Dataset>> {
+        self.entries.get(range).map(|kept| Arc::clone(&kept.data))
+    }
+
+    /// Keeps `data` as the most recent dataset of its range, then forgets the least recently used others
+    /// while the kept data is over the budget (the newest is kept even alone over it: its job needs it).
+    pub fn keep(&mut self, data: Arc<Dataset>, slot: Option<u16>) -> Vec<StoreRange> {
+        self.clock += 1;
+        let range = data.range.clone();
+        self.entries.insert(range.clone(), Kept { data, last_used: self.clock, slot });
+        let mut forgotten = Vec::new();
+        while self.bytes() > self.budget_bytes {
+            let oldest = self
+                .entries
+                .iter()
+                .filter(|(kept_range, _)| **kept_range != range)
+                .min_by_key(|(_, kept)| kept.last_used)
+                .map(|(kept_range, _)| kept_range.clone());
+            let Some(oldest) = oldest else { break };
+            self.entries.remove(&oldest);
+            forgotten.push(oldest);
+        }
+        forgotten
+    }
+
+    /// Forgets the shard datasets whose slot `keep_slot` refuses (slots another worker owns now), so a
+    /// worker holds the data of its own shards only.
+    pub fn forget_slots(&mut self, keep_slot: impl Fn(u16) -> bool) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|_, kept| kept.slot.is_none_or(&keep_slot));
+        before - self.entries.len()
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// The estimated size of everything kept.
+    pub fn bytes(&self) -> usize {
+        self.entries.values().map(|kept| kept.data.approx_bytes()).sum()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -330,6 +503,40 @@ mod tests {
         );
         assert_eq!(merge_polls(&kept, &[]), kept.to_vec());
         assert_eq!(merge_polls(&[], &newer), newer.to_vec());
+    }
+
+    fn shard(first: &str, polls: usize) -> Arc<Dataset> {
+        Arc::new(Dataset {
+            polls: (0..polls).map(|at| p(1, at as i64, true)).collect(),
+            range: StoreRange { first: Some(first.into()), end: None },
+            ..Dataset::default()
+        })
+    }
+
+    #[test]
+    fn the_cache_forgets_the_least_recently_used_shards_past_its_budget() {
+        let one = shard("a", 1000);
+        let budget = one.approx_bytes() * 2;
+        let mut cache = DatasetCache::new(budget);
+        assert!(cache.keep(Arc::clone(&one), Some(0)).is_empty());
+        assert!(cache.keep(shard("b", 1000), Some(1)).is_empty());
+        // "a" used again: "b" is now the least recently used.
+        cache.keep(Arc::clone(&one), Some(0));
+        let forgotten = cache.keep(shard("c", 1000), Some(2));
+        assert_eq!(forgotten, vec![StoreRange { first: Some("b".into()), end: None }]);
+        assert!(cache.bytes() <= budget && cache.len() == 2);
+        // Alone over the budget, the newest is still kept.
+        let mut small = DatasetCache::new(1);
+        small.keep(shard("a", 10), None);
+        assert_eq!(small.keep(shard("b", 10), None).len(), 1);
+        assert_eq!(small.len(), 1);
+        // Slots another worker owns now are forgotten; a whole-set dataset is never.
+        let mut cache = DatasetCache::new(usize::MAX);
+        cache.keep(shard("a", 1), Some(0));
+        cache.keep(shard("b", 1), Some(1));
+        cache.keep(Arc::new(Dataset::default()), None);
+        assert_eq!(cache.forget_slots(|slot| slot == 1), 1);
+        assert_eq!(cache.len(), 2);
     }
 
     #[test]

@@ -12,6 +12,13 @@
 //! - On the last delivery the queue allows (`x-delivery-count` ≥ the delivery limit), a retryable failure
 //!   marks the report Failed before the job is dead-lettered, so it never stays Running. When even that is
 //!   impossible (MySQL down, worker killed), the consumer of the dead-letter copy marks it later.
+//!
+//! A report of more than `worker.shard_stores` stores is planned instead of computed: the report job's
+//! outcome is [`Outcome::Planned`] with one [`ShardJob`] per shard, which the consumer publishes before it
+//! acknowledges the report job (a redelivered report job finds the plan and publishes the shards not yet
+//! stored again). Each shard job runs through [`JobHandler::handle_shard`] under the same policy: a shard
+//! that cannot be computed fails its report, and the report's other shards are then acknowledged without
+//! work.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
@@ -19,14 +26,17 @@ use std::time::{Duration, Instant};
 
 use diesel::mysql::MysqlConnection;
 use shared_model::db::{self, DbPool};
-use shared_model::messages::ReportJob;
+use shared_model::messages::{ReportJob, ShardJob};
 use shared_model::models::reports::{
     self, FinishedReport, ReportStatus, StartOutcome, StoreError, Stored, is_valid_report_id, store_complete,
 };
-use shared_model::models::versions;
+use shared_model::models::shards::{self, Plan, Planned, ShardPart, ShardStored, StartShard, StoreRange};
+use shared_model::models::{polls, versions};
+use shared_model::settings::AmqpSettings;
 use uptime_core::engine::{self, Horizon, Inputs, Progress};
+use uptime_core::time::Micros;
 
-use crate::dataset::{self, Dataset, DatasetError, IngestVersion, RefreshStats};
+use crate::dataset::{self, Dataset, DatasetCache, DatasetError, IngestVersion, Pin, RefreshStats, Scope};
 use crate::packet;
 use crate::settings::WorkerSettings;
 
@@ -71,6 +81,20 @@ pub enum Outcome {
     Retry { report_id: String, reason: String },
     /// A retryable failure on the last delivery the queue allows. `marked`: the report reads Failed.
     GaveUp { report_id: String, reason: String, marked: bool },
+    /// The report is cut into shards: publish `jobs` (the shards not stored yet), then acknowledge.
+    Planned { report_id: String, shards_total: u32, jobs: Vec<ShardJob> },
+    /// A shard's part of the CSV is stored; `report_complete`: it was the last, the report is Complete.
+    ShardStored {
+        report_id: String,
+        shard_no: u32,
+        shards_done: u32,
+        shards_total: u32,
+        stores: u32,
+        report_complete: bool,
+        timings: JobTimings,
+    },
+    /// Nothing to do: another delivery of this shard's job stored it.
+    ShardAlreadyStored { report_id: String, shard_no: u32 },
 }
 
 /// What the consumer does with the message.
@@ -86,6 +110,9 @@ impl Outcome {
     pub fn disposition(&self) -> Disposition {
         match self {
             Outcome::Completed { .. }
+            | Outcome::Planned { .. }
+            | Outcome::ShardStored { .. }
+            | Outcome::ShardAlreadyStored { .. }
             | Outcome::AlreadyFinished { .. }
             | Outcome::Failed { .. }
             | Outcome::UnknownReport { .. }
@@ -141,8 +168,14 @@ pub struct JobHandler {
     settings: WorkerSettings,
     /// `x-delivery-limit` of the job queue: a delivery with this many earlier ones is the last.
     delivery_limit: u32,
-    /// Held while a job brings the dataset up to date, so two jobs never merge into it at once.
-    cache: Mutex<Option<Arc<Dataset>>>,
+    /// Held while a job brings a dataset up to date, so two jobs never merge into one at once.
+    cache: Mutex<DatasetCache>,
+    /// The consumer this handler works for, recorded on the shards it stores.
+    worker_name: String,
+    /// How many shard queues there are (a shard's slot is its number modulo this).
+    shard_queues: u16,
+    /// `(rank, live workers)` of this worker, once the registry has said: the shard slots it owns.
+    ownership: Mutex<Option<(usize, usize)>>,
     /// Told of every report's progress besides the progress written to its row.
     observer: Option<Box<dyn Progress + Send>>,
     /// The last `max_allowed_packet` that lowered the chunking, so the log says it once, not per job.
@@ -154,12 +187,53 @@ impl JobHandler {
         Self {
             pool,
             replica: None,
-            settings,
             delivery_limit,
-            cache: Mutex::new(None),
+            cache: Mutex::new(DatasetCache::new(settings.memory_budget_bytes())),
+            worker_name: unique_worker_name(),
+            shard_queues: AmqpSettings::default().shard_queues,
+            ownership: Mutex::new(None),
             observer: None,
             lowered_for_packet: AtomicU64::new(0),
+            settings,
         }
+    }
+
+    /// The name this worker goes by in `report_workers`, on the shards it stores and (with a session
+    /// number) as its consumer tag.
+    pub fn worker_name(&self) -> &str {
+        &self.worker_name
+    }
+
+    /// Names the worker (its consumer tag) on the shards it stores.
+    pub fn named(mut self, worker_name: impl Into<String>) -> Self {
+        self.worker_name = worker_name.into();
+        self
+    }
+
+    /// The number of shard queues of the topology (`amqp.shard_queues`).
+    pub fn with_shard_queues(mut self, shard_queues: u16) -> Self {
+        self.shard_queues = shard_queues.max(1);
+        self
+    }
+
+    /// Records that this worker is number `rank` of `workers` live ones, and forgets the shard data of
+    /// slots it no longer owns.
+    pub fn set_ownership(&self, rank: usize, workers: usize) {
+        *self.ownership.lock().unwrap_or_else(PoisonError::into_inner) = Some((rank, workers));
+        let forgotten = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .forget_slots(|slot| shared_model::queue::owns_slot(slot, rank, workers));
+        if forgotten > 0 {
+            log::info!("forgot the data of {forgotten} shards another worker owns now");
+        }
+    }
+
+    /// How many shard datasets (or the whole set) are kept, and their estimated bytes.
+    pub fn cached_datasets(&self) -> (usize, usize) {
+        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        (cache.len(), cache.bytes())
     }
 
     /// Reads the inputs from `replica` (a read replica of the primary this handler writes reports to).
@@ -175,19 +249,20 @@ impl JobHandler {
         self
     }
 
-    /// The ingest state the kept dataset reflects (`None` before the first job).
+    /// The ingest state the kept whole-set dataset reflects (`None` before the first whole report).
     pub fn cached_version(&self) -> Option<IngestVersion> {
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|d| d.version)
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(&StoreRange::ALL).map(|d| d.version)
     }
 
-    /// How many polls the kept dataset holds (`None` before the first job): those of the report's window.
+    /// How many polls the kept whole-set dataset holds (`None` before the first whole report): those of
+    /// the report's window.
     pub fn cached_poll_count(&self) -> Option<usize> {
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|d| d.polls.len())
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(&StoreRange::ALL).map(|d| d.polls.len())
     }
 
-    /// Forgets the kept dataset: the next job reads everything (benchmarks measure the cold path so).
+    /// Forgets every kept dataset: the next job reads everything (benchmarks measure the cold path so).
     pub fn clear_cache(&self) {
-        *self.cache.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 
     pub fn handle(&self, delivery: &JobDelivery<'_>) -> Outcome {
@@ -195,14 +270,47 @@ impl JobHandler {
             Ok(job) => job,
             Err(e) => return self.malformed(delivery, e),
         };
-        let report_id = job.report_id;
+        let report_id = job.report_id.clone();
         if !is_valid_report_id(&report_id) {
             let outcome = Outcome::InvalidReportId { report_id, message_id: delivery.message_id.map(str::to_owned) };
             log_outcome(&outcome);
             return outcome;
         }
         log::info!("report_id={report_id} job received (earlier deliveries: {})", delivery.delivery_count);
-        let outcome = match self.attempt(&report_id) {
+        let attempt = self.attempt(&job);
+        let outcome = self.settle(report_id, delivery, attempt);
+        log_outcome(&outcome);
+        outcome
+    }
+
+    /// One shard of a planned report (a delivery from a shard queue): computed with the plan's `now` and
+    /// snapshots, stored as its part of the CSV, the report completed by the last part.
+    pub fn handle_shard(&self, delivery: &JobDelivery<'_>) -> Outcome {
+        let job: ShardJob = match serde_json::from_slice(delivery.body) {
+            Ok(job) => job,
+            Err(e) => return self.malformed(delivery, e),
+        };
+        let report_id = job.report_id.clone();
+        if !is_valid_report_id(&report_id) {
+            let outcome = Outcome::InvalidReportId { report_id, message_id: delivery.message_id.map(str::to_owned) };
+            log_outcome(&outcome);
+            return outcome;
+        }
+        log::info!(
+            "report_id={report_id} shard {} of {} received (earlier deliveries: {})",
+            job.shard_no,
+            job.shards_total,
+            delivery.delivery_count
+        );
+        let attempt = self.attempt_shard(&job);
+        let outcome = self.settle(report_id, delivery, attempt);
+        log_outcome(&outcome);
+        outcome
+    }
+
+    /// The failure policy of the module doc, the same for a report's job and a shard's.
+    fn settle(&self, report_id: String, delivery: &JobDelivery<'_>, attempt: Result<Outcome, JobError>) -> Outcome {
+        match attempt {
             Ok(outcome) => outcome,
             Err(JobError::Permanent(reason)) => self.fail_permanently(report_id, reason, delivery),
             Err(JobError::Retryable(cause)) if delivery.delivery_count >= self.delivery_limit => {
@@ -220,9 +328,7 @@ impl JobHandler {
                 Outcome::GaveUp { report_id, reason, marked }
             }
             Err(JobError::Retryable(reason)) => Outcome::Retry { report_id, reason },
-        };
-        log_outcome(&outcome);
-        outcome
+        }
     }
 
     fn malformed(&self, delivery: &JobDelivery<'_>, e: serde_json::Error) -> Outcome {
@@ -280,7 +386,8 @@ impl JobHandler {
         }
     }
 
-    fn attempt(&self, report_id: &str) -> Result<Outcome, JobError> {
+    fn attempt(&self, job: &ReportJob) -> Result<Outcome, JobError> {
+        let report_id = job.report_id.as_str();
         let started = Instant::now();
         let mut conn = self.pool.get()?;
         let finished = |status| Ok(Outcome::AlreadyFinished { report_id: report_id.to_owned(), status });
@@ -297,26 +404,189 @@ impl JobHandler {
             })?,
         };
 
-        let (data, stats) = match &self.replica {
-            None => self.read_dataset(&mut conn)?,
-            Some(replica) => {
-                let mut replica_conn = replica.get()?;
-                self.wait_for_replica(&mut conn, &mut replica_conn, report_id)?;
-                self.read_dataset(&mut replica_conn)?
-            }
-        };
+        if let Some(planned) = self.plan_if_large(&mut conn, job)? {
+            return Ok(planned);
+        }
+
+        let (data, stats) = self.read_inputs(&mut conn, report_id, &Scope::WHOLE, None)?;
         log_refresh(report_id, &stats, data.version);
         let read = started.elapsed();
 
         let computing = Instant::now();
-        let report = self.compute_with_progress(&mut conn, report_id, &data, horizon);
-        let csv = render_csv(&report, &data)?;
+        let report = self.compute_with_progress(&mut conn, report_id, &data, horizon, None, |conn, done, total| {
+            reports::set_progress(conn, report_id, done, total)
+        });
+        let csv = render_csv(&report, &data, true)?;
         let compute = computing.elapsed();
 
         let storing = Instant::now();
         let stored = self.store(&mut conn, report_id, &report, &csv)?;
         let timings = JobTimings { read, compute, store: storing.elapsed(), total: started.elapsed() };
         Ok(stored.into_outcome(report_id, csv.len(), timings))
+    }
+
+    /// Cuts a report of more than `worker.shard_stores` stores into shards (reading where the inputs are
+    /// read) and writes the plan; `None` for a report computed whole. A report planned before keeps its
+    /// plan, whatever the data says now.
+    fn plan_if_large(&self, conn: &mut MysqlConnection, job: &ReportJob) -> Result<Option<Outcome>, JobError> {
+        let report_id = job.report_id.as_str();
+        let planned_before = reports::find(conn, report_id)?.is_some_and(|report| report.shards_total.is_some());
+        let plan = if planned_before {
+            Plan { as_of: None, hours_snapshot: None, zones_snapshot: None, shards: Vec::new() }
+        } else {
+            let shard_stores = self.settings.shard_stores;
+            if shard_stores == 0 {
+                return Ok(None);
+            }
+            let cut = |read: &mut MysqlConnection| {
+                db::with_consistent_snapshot(read, |read| -> Result<Option<Plan>, diesel::result::Error> {
+                    if shards::count_stores(read)? <= u64::from(shard_stores) {
+                        return Ok(None);
+                    }
+                    let Some(now) = polls::newest_polled_at(read)? else { return Ok(None) };
+                    let version = versions::current(read)?;
+                    let cuts = shards::cut_points(read, shard_stores)?;
+                    Ok(Some(Plan {
+                        as_of: chrono::DateTime::from_timestamp_micros(now).map(|t| t.naive_utc()),
+                        hours_snapshot: version.hours_snapshot,
+                        zones_snapshot: version.zones_snapshot,
+                        shards: StoreRange::cut_at(&cuts),
+                    }))
+                })
+            };
+            let plan = match &self.replica {
+                None => cut(conn)?,
+                Some(replica) => {
+                    let mut replica_conn = replica.get()?;
+                    self.wait_for_replica(conn, &mut replica_conn, report_id)?;
+                    cut(&mut replica_conn)?
+                }
+            };
+            match plan {
+                Some(plan) if plan.shards.len() > 1 => plan,
+                _ => return Ok(None),
+            }
+        };
+        let outcome = match shards::plan(conn, report_id, &plan)? {
+            Planned::Shards { shards_total, pending } => Outcome::Planned {
+                report_id: report_id.to_owned(),
+                shards_total,
+                jobs: pending
+                    .into_iter()
+                    .map(|shard_no| ShardJob {
+                        report_id: report_id.to_owned(),
+                        shard_no,
+                        shards_total,
+                        requested_at: job.requested_at.clone(),
+                    })
+                    .collect(),
+            },
+            Planned::Finished(status) => Outcome::AlreadyFinished { report_id: report_id.to_owned(), status },
+            Planned::Unknown => Outcome::UnknownReport { report_id: report_id.to_owned() },
+        };
+        Ok(Some(outcome))
+    }
+
+    fn attempt_shard(&self, job: &ShardJob) -> Result<Outcome, JobError> {
+        let (report_id, shard_no) = (job.report_id.as_str(), job.shard_no);
+        let started = Instant::now();
+        let mut conn = self.pool.get()?;
+        let work = match shards::start_shard(&mut conn, report_id, shard_no, &self.worker_name)? {
+            StartShard::Started(work) => work,
+            StartShard::AlreadyStored => {
+                return Ok(Outcome::ShardAlreadyStored { report_id: report_id.to_owned(), shard_no });
+            }
+            StartShard::ReportFinished(status) => {
+                return Ok(Outcome::AlreadyFinished { report_id: report_id.to_owned(), status });
+            }
+            StartShard::Unknown => return Ok(Outcome::UnknownReport { report_id: report_id.to_owned() }),
+        };
+        let horizon = match work.unknown_after_minutes {
+            None => Horizon::NONE,
+            Some(minutes) => Horizon::minutes(u32::from(minutes)).ok_or_else(|| {
+                JobError::Permanent(format!("the report asks for unknown_after_minutes = {minutes}, outside 1 to 1440"))
+            })?,
+        };
+        let now: Micros = work
+            .as_of
+            .map(|at| at.and_utc().timestamp_micros())
+            .ok_or_else(|| JobError::Permanent("the report was cut into shards without a time to compute at".into()))?;
+        let scope = Scope {
+            range: work.range.clone(),
+            pin: Pin::Plan { now, hours_snapshot: work.hours_snapshot, zones_snapshot: work.zones_snapshot },
+            share: work.shards_total,
+        };
+        let slot = self.shard_slot(shard_no);
+        let (data, stats) = self.read_inputs(&mut conn, report_id, &scope, Some(slot))?;
+        log_refresh(&format!("{report_id} shard={shard_no}"), &stats, data.version);
+        let read = started.elapsed();
+
+        let computing = Instant::now();
+        let report =
+            self.compute_with_progress(&mut conn, report_id, &data, horizon, Some(now), |conn, done, total| {
+                shards::set_shard_progress(conn, report_id, shard_no, done, total)
+            });
+        let csv = render_csv(&report, &data, shard_no == 0)?;
+        let compute = computing.elapsed();
+        drop(data);
+        self.forget_unless_owned(slot, &scope.range);
+
+        let storing = Instant::now();
+        let store_count = u32::try_from(report.rows.len())
+            .map_err(|_| JobError::Permanent(format!("{} stores do not fit in a report row", report.rows.len())))?;
+        let chunking = self.chunking_under_packet_limit(&mut conn)?;
+        let part = ShardPart { store_count, csv: &csv, worker: &self.worker_name };
+        let stored = shards::store_shard(&mut conn, report_id, shard_no, part, chunking)?;
+        let timings = JobTimings { read, compute, store: storing.elapsed(), total: started.elapsed() };
+        let report_id = report_id.to_owned();
+        Ok(match stored {
+            ShardStored::Stored { shards_done, shards_total, report_complete, .. } => Outcome::ShardStored {
+                report_id,
+                shard_no,
+                shards_done,
+                shards_total,
+                stores: store_count,
+                report_complete,
+                timings,
+            },
+            ShardStored::AlreadyStored => Outcome::ShardAlreadyStored { report_id, shard_no },
+            ShardStored::ReportFinished(status) => Outcome::AlreadyFinished { report_id, status },
+            ShardStored::Unknown => Outcome::UnknownReport { report_id },
+        })
+    }
+
+    /// The shard queue slot of shard `shard_no`.
+    fn shard_slot(&self, shard_no: u32) -> u16 {
+        AmqpSettings { shard_queues: self.shard_queues, ..AmqpSettings::default() }.shard_slot(shard_no)
+    }
+
+    /// A worker keeps the data of the shards it owns only: a shard it computed because its owner was busy
+    /// or not yet known goes when it is done.
+    fn forget_unless_owned(&self, slot: u16, range: &StoreRange) {
+        let Some((rank, workers)) = *self.ownership.lock().unwrap_or_else(PoisonError::into_inner) else { return };
+        if !shared_model::queue::owns_slot(slot, rank, workers) {
+            self.cache.lock().unwrap_or_else(PoisonError::into_inner).forget_slots(|kept| kept != slot);
+            log::debug!("forgot {range}: slot {slot} belongs to another worker");
+        }
+    }
+
+    /// Reads the inputs of `scope` where they are read (the replica, once it holds the report's data, or
+    /// the primary), bringing the kept dataset of its range up to date.
+    fn read_inputs(
+        &self,
+        conn: &mut MysqlConnection,
+        report_id: &str,
+        scope: &Scope,
+        slot: Option<u16>,
+    ) -> Result<(Arc<Dataset>, RefreshStats), JobError> {
+        match &self.replica {
+            None => self.read_dataset(conn, scope, slot),
+            Some(replica) => {
+                let mut replica_conn = replica.get()?;
+                self.wait_for_replica(conn, &mut replica_conn, report_id)?;
+                self.read_dataset(&mut replica_conn, scope, slot)
+            }
+        }
     }
 
     fn store(
@@ -386,38 +656,70 @@ impl JobHandler {
 
     /// Brings the kept dataset up to date inside one consistent-snapshot transaction and hands out a
     /// shared reference to it; the lock is released before the report is computed.
-    fn read_dataset(&self, conn: &mut MysqlConnection) -> Result<(Arc<Dataset>, RefreshStats), JobError> {
+    fn read_dataset(
+        &self,
+        conn: &mut MysqlConnection,
+        scope: &Scope,
+        slot: Option<u16>,
+    ) -> Result<(Arc<Dataset>, RefreshStats), JobError> {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         // Refresh a copy of the handle: on error the kept dataset stays as it was.
-        let mut working = cache.clone();
-        let stats = db::with_consistent_snapshot(conn, |conn| dataset::refresh(&mut working, conn))?;
+        let mut working = cache.get(&scope.range);
+        let stats = db::with_consistent_snapshot(conn, |conn| dataset::refresh(&mut working, conn, scope))?;
         let data = working.ok_or_else(|| JobError::Retryable("the data was not read".into()))?;
-        *cache = Some(Arc::clone(&data));
+        let forgotten = cache.keep(Arc::clone(&data), slot);
+        if !forgotten.is_empty() {
+            log::info!(
+                "over worker.memory_budget_mb ({} MiB): forgot the data of {} shards ({} MiB kept)",
+                self.settings.memory_budget_mb,
+                forgotten.len(),
+                cache.bytes() >> 20
+            );
+        }
         Ok((data, stats))
     }
 
-    /// Runs the engine while a ticker writes `stores_done` / `stores_total` every `progress_interval_ms`
-    /// (the read transaction is over by now, so these writes are visible at once).
+    /// Runs the engine (at `now`, or the newest poll's) while a ticker writes `stores_done` /
+    /// `stores_total` with `write_progress` every `progress_interval_ms` (the read transaction is over by
+    /// now, so these writes are visible at once).
     fn compute_with_progress(
         &self,
         conn: &mut MysqlConnection,
         report_id: &str,
         data: &Dataset,
         horizon: Horizon,
+        now: Option<Micros>,
+        write_progress: impl Fn(&mut MysqlConnection, u32, u32) -> diesel::QueryResult<bool> + Send + Sync,
     ) -> engine::Report {
         let interval = Duration::from_millis(self.settings.progress_interval_ms);
         let (ticks, ticked) = mpsc::channel();
         let progress = ProgressCounter::new(ticks.clone(), self.observer.as_deref());
         std::thread::scope(|scope| {
             let counted = &progress;
-            scope.spawn(move || write_progress_until_stopped(conn, report_id, counted, &ticked, interval));
+            let write = &write_progress;
+            scope.spawn(move || write_progress_until_stopped(conn, report_id, counted, &ticked, interval, write));
             let inputs = Inputs { polls: &data.polls, hours: &data.hours, zones: &data.zones };
-            let report = engine::report(inputs, horizon, &progress);
+            let report = match now {
+                None => engine::report(inputs, horizon, &progress),
+                Some(now) => {
+                    engine::Report { now: Some(now), horizon, rows: engine::compute(inputs, now, horizon, &progress) }
+                }
+            };
             // The ticker may already be gone (it never fails); nothing waits for this message then.
             let _ = ticks.send(Tick::Stop);
             report
         })
     }
+}
+
+/// `report-worker@<host>:<pid>:<n>`: unique among the workers of a deployment (and the handlers of a test
+/// process), readable in the management UI and in `report_workers`.
+fn unique_worker_name() -> String {
+    static HANDLERS: AtomicU64 = AtomicU64::new(0);
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let n = HANDLERS.fetch_add(1, Ordering::Relaxed);
+    format!("report-worker@{host}:{}:{nanos:08x}{n}", std::process::id())
 }
 
 /// What the store step wrote, before it becomes an [`Outcome`].
@@ -439,10 +741,11 @@ impl StoredReport {
     }
 }
 
-fn render_csv(report: &engine::Report, data: &Dataset) -> Result<Vec<u8>, JobError> {
+/// The report's CSV, or a shard's part of it (the header only in the first part).
+fn render_csv(report: &engine::Report, data: &Dataset, first_part: bool) -> Result<Vec<u8>, JobError> {
     let mut csv = Vec::with_capacity(report.rows.len() * 80 + engine::HEADER_WITH_UNKNOWN.len() + 1);
     report
-        .write_csv(&mut csv, |key| data.store_id(key).unwrap_or_default())
+        .write_csv_part(&mut csv, first_part, |key| data.store_id(key).unwrap_or_default())
         .map_err(|e| JobError::Permanent(format!("writing the CSV in memory failed: {e}")))?;
     Ok(csv)
 }
@@ -499,6 +802,7 @@ fn write_progress_until_stopped(
     progress: &ProgressCounter<'_>,
     ticked: &mpsc::Receiver<Tick>,
     interval: Duration,
+    write_progress: &(impl Fn(&mut MysqlConnection, u32, u32) -> diesel::QueryResult<bool> + Sync),
 ) {
     loop {
         match ticked.recv_timeout(interval) {
@@ -506,7 +810,7 @@ fn write_progress_until_stopped(
             Ok(Tick::Started) | Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
         let Some((done, total)) = progress.figures() else { continue };
-        if let Err(e) = reports::set_progress(conn, report_id, done, total) {
+        if let Err(e) = write_progress(conn, done, total) {
             // Progress is a courtesy; the report itself does not depend on it.
             log::warn!("report_id={report_id} cannot write progress: {e}");
         }
@@ -567,6 +871,24 @@ fn log_outcome(outcome: &Outcome) {
             printable(report_id)
         ),
         Outcome::Retry { report_id, reason } => log::warn!("report_id={report_id} will be retried: {reason}"),
+        Outcome::Planned { report_id, shards_total, jobs } => log::info!(
+            "report_id={report_id} cut into {shards_total} shards; publishing the jobs of {} of them",
+            jobs.len()
+        ),
+        Outcome::ShardStored { report_id, shard_no, shards_done, shards_total, stores, report_complete, timings } => {
+            log::info!(
+                "report_id={report_id} shard {shard_no} stored: {stores} stores ({shards_done} of {shards_total} \
+                 shards done{}); read {:.0} ms, compute {:.0} ms, store {:.0} ms, total {:.0} ms",
+                if *report_complete { ", report Complete" } else { "" },
+                ms(timings.read),
+                ms(timings.compute),
+                ms(timings.store),
+                ms(timings.total)
+            )
+        }
+        Outcome::ShardAlreadyStored { report_id, shard_no } => {
+            log::info!("report_id={report_id} shard {shard_no} already stored: acknowledged without work")
+        }
         Outcome::GaveUp { report_id, reason, marked } => log::error!(
             "report_id={report_id} dead-lettered{}: {reason}",
             if *marked { " and marked Failed" } else { " (not yet marked Failed)" }

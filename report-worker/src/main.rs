@@ -115,6 +115,7 @@ fn topology(args: &[String]) -> ExitCode {
             println!("APP__AMQP__QUEUE={}", suffixed.queue);
             println!("APP__AMQP__DEAD_LETTER_EXCHANGE={}", suffixed.dead_letter_exchange);
             println!("APP__AMQP__DEAD_LETTER_QUEUE={}", suffixed.dead_letter_queue);
+            println!("APP__AMQP__SHARD_QUEUE={}", suffixed.shard_queue);
             ExitCode::SUCCESS
         }
         [verb] if verb == "describe" => match amqp.url.parse::<lapin::uri::AMQPUri>() {

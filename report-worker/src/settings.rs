@@ -43,6 +43,15 @@ pub struct WorkerSettings {
     /// With a read replica (`database.read_url`): how long a job waits for the replica to hold the data
     /// its report was triggered on before it goes back to the queue.
     pub replica_wait_ms: u64,
+    /// A report of more stores than this is cut into shards of this many stores (in store-id order) that
+    /// any worker computes; a smaller one is computed whole by the worker that takes its job. 0: never cut.
+    pub shard_stores: u32,
+    /// Memory the kept shard data may take (MiB, estimated from what is kept): past it the least recently
+    /// used shards are forgotten, and read again when their next report needs them.
+    pub memory_budget_mb: u64,
+    /// How often the worker says it is alive in `report_workers` and looks at who else is, to take the
+    /// shard queues it owns (a worker silent for three of these is taken for gone).
+    pub registry_interval_ms: u64,
 }
 
 impl Default for WorkerSettings {
@@ -56,6 +65,9 @@ impl Default for WorkerSettings {
             marker_retry_delay_ms: 5_000,
             marker_max_attempts: 60,
             replica_wait_ms: 30_000,
+            shard_stores: 15_000,
+            memory_budget_mb: 2_048,
+            registry_interval_ms: 2_000,
         }
     }
 }
@@ -75,6 +87,10 @@ pub enum SettingsError {
     ZeroProgressInterval,
     #[error("worker.marker_max_attempts must be at least 1")]
     ZeroMarkerAttempts,
+    #[error("worker.memory_budget_mb must be at least 1")]
+    ZeroMemoryBudget,
+    #[error("worker.registry_interval_ms must be at least 100")]
+    RegistryInterval,
 }
 
 impl WorkerSettings {
@@ -94,7 +110,18 @@ impl WorkerSettings {
         if self.marker_max_attempts == 0 {
             return Err(SettingsError::ZeroMarkerAttempts);
         }
+        if self.memory_budget_mb == 0 {
+            return Err(SettingsError::ZeroMemoryBudget);
+        }
+        if self.registry_interval_ms < 100 {
+            return Err(SettingsError::RegistryInterval);
+        }
         Ok(())
+    }
+
+    /// The memory budget of kept shard data, in bytes.
+    pub fn memory_budget_bytes(&self) -> usize {
+        usize::try_from(self.memory_budget_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
     }
 
     pub fn chunking(&self) -> Chunking {
@@ -125,6 +152,10 @@ mod tests {
         assert_eq!(s.validate(), Err(SettingsError::ZeroPrefetch));
         let s = WorkerSettings { marker_max_attempts: 0, ..WorkerSettings::default() };
         assert_eq!(s.validate(), Err(SettingsError::ZeroMarkerAttempts));
+        let s = WorkerSettings { memory_budget_mb: 0, ..WorkerSettings::default() };
+        assert_eq!(s.validate(), Err(SettingsError::ZeroMemoryBudget));
+        let s = WorkerSettings { registry_interval_ms: 10, ..WorkerSettings::default() };
+        assert_eq!(s.validate(), Err(SettingsError::RegistryInterval));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use test_support::{TestTopology, wait_for};
 
 use crate::helpers::*;
 
-async fn wait_for_ready(broker: &TestTopology, queue: &str, n: u32, limit: Duration) {
+pub(crate) async fn wait_for_ready(broker: &TestTopology, queue: &str, n: u32, limit: Duration) {
     let deadline = Instant::now() + limit;
     loop {
         let ready = broker.ready(queue).await;
@@ -146,7 +146,12 @@ const PACED_WORKER_VAR: &str = "REPORT_WORKER_TEST_PACE_PER_STORE_MICROS";
 /// A report worker in a process of its own, with the settings of `db` and `broker`: the real binary, or
 /// with a pause after each store (so a report lasts long enough to be killed or stopped in the middle),
 /// this test binary running [`paced_worker_process`] alone.
-fn spawn_binary(db: &TestDatabase, broker: &TestTopology, delay_per_store_micros: u64) -> Child {
+pub(crate) fn spawn_binary(
+    db: &TestDatabase,
+    broker: &TestTopology,
+    delay_per_store_micros: u64,
+    settings: &[(&str, &str)],
+) -> Child {
     let amqp = &broker.amqp;
     let mut command = if delay_per_store_micros == 0 {
         let mut command = Command::new(env!("CARGO_BIN_EXE_report-worker"));
@@ -167,7 +172,9 @@ fn spawn_binary(db: &TestDatabase, broker: &TestTopology, delay_per_store_micros
         .env("APP__AMQP__QUEUE", &amqp.queue)
         .env("APP__AMQP__DEAD_LETTER_EXCHANGE", &amqp.dead_letter_exchange)
         .env("APP__AMQP__DEAD_LETTER_QUEUE", &amqp.dead_letter_queue)
+        .env("APP__AMQP__SHARD_QUEUE", &amqp.shard_queue)
         .env("APP__WORKER__PROGRESS_INTERVAL_MS", "50")
+        .envs(settings.iter().copied())
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -192,6 +199,7 @@ fn paced_worker_process() {
         let settings: Settings = shared_model::settings::load().expect("settings");
         let pool = consumer::open_database(&settings).await.expect("database");
         let handler = JobHandler::new(pool.clone(), settings.worker.clone(), settings.amqp.delivery_limit)
+            .with_shard_queues(settings.amqp.shard_queues)
             .observed_by(PacePerStore(Duration::from_micros(pace)));
         consumer::consume(&settings, Arc::new(handler), pool, shared_model::shutdown::signalled())
             .await
@@ -199,12 +207,12 @@ fn paced_worker_process() {
     });
 }
 
-fn send_sigterm(child: &Child) {
+pub(crate) fn send_sigterm(child: &Child) {
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(status.success());
 }
 
-async fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+pub(crate) async fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -225,7 +233,7 @@ async fn a_report_completes_after_its_worker_is_killed_mid_report() {
     broker.channel().await; // the queue exists before the job is published
 
     // 200 stores × 20 ms: about four seconds of work, killed in the middle.
-    let mut doomed = spawn_binary(&db, &broker, 20_000);
+    let mut doomed = spawn_binary(&db, &broker, 20_000, &[]);
     broker.publish(std::slice::from_ref(&report_id)).await;
     wait_for("progress on the first worker", Duration::from_secs(60), || {
         report_row(&mut conn, &report_id).stores_done.is_some_and(|done| done > 0)
@@ -237,7 +245,7 @@ async fn a_report_completes_after_its_worker_is_killed_mid_report() {
     assert_eq!((row.status.as_str(), row.attempts), ("Running", 1), "killed mid-report: {row:?}");
     assert!(row.stores_done.is_some_and(|done| done < 200), "{row:?}");
 
-    let mut survivor = spawn_binary(&db, &broker, 0);
+    let mut survivor = spawn_binary(&db, &broker, 0, &[]);
     wait_for("the report to complete on the second worker", Duration::from_secs(60), || {
         report_row(&mut conn, &report_id).status == "Complete"
     })
@@ -261,7 +269,7 @@ async fn on_sigterm_the_worker_finishes_the_job_in_hand_then_exits() {
     let second = create_report(&mut conn);
     broker.channel().await;
 
-    let mut worker = spawn_binary(&db, &broker, 20_000);
+    let mut worker = spawn_binary(&db, &broker, 20_000, &[]);
     broker.publish(&[first.clone(), second.clone()]).await;
     wait_for("progress", Duration::from_secs(60), || {
         report_row(&mut conn, &first).stores_done.is_some_and(|done| done > 0)

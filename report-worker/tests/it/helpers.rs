@@ -164,12 +164,17 @@ impl uptime_core::engine::Progress for PacePerStore {
 impl Data {
     /// The report the engine gives for this data, as the CLI would write it.
     pub fn expected_csv(&self) -> Vec<u8> {
+        self.expected_csv_with(Horizon::NONE)
+    }
+
+    /// The report with a gap horizon (SPEC §2b), as `compute --unknown-after` would write it.
+    pub fn expected_csv_with(&self, horizon: Horizon) -> Vec<u8> {
         let mut polls = self.polls.clone();
         polls.sort_by_key(|p| (p.store, p.at));
         let zones: HashMap<u32, chrono_tz::Tz> =
             self.zones.iter().filter_map(|(k, name)| name.parse().ok().map(|tz| (*k, tz))).collect();
         let mut out = Vec::new();
-        engine::report(Inputs { polls: &polls, hours: &self.hours, zones: &zones }, Horizon::NONE, &NoProgress)
+        engine::report(Inputs { polls: &polls, hours: &self.hours, zones: &zones }, horizon, &NoProgress)
             .write_csv(&mut out, |k| self.ids[&k].as_str())
             .expect("write to memory");
         out
