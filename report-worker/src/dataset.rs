@@ -23,7 +23,7 @@
 //! read whole; other polls deleted by hand are not noticed until the worker restarts.
 //!
 //! A report cut into shards keeps one dataset per shard: the same, for the stores of one range of store
-//! ids ([`Scope::range`]), at the report's pinned `now` and snapshots ([`Pin::Plan`]); the changes are
+//! keys ([`Scope::range`]), at the report's pinned `now` and snapshots ([`Pin::Plan`]); the changes are
 //! fetched as above and only those of the range kept. [`DatasetCache`] keeps the datasets of the shards a
 //! worker computed, least recently used out first past the memory budget.
 //!
@@ -34,7 +34,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use shared_model::models::shards::StoreRange;
+use shared_model::models::shards::KeyRange;
 use std::time::{Duration, Instant};
 
 use chrono_tz::Tz;
@@ -61,7 +61,7 @@ pub struct Dataset {
     pub zones: HashMap<u32, Tz>,
     pub version: IngestVersion,
     /// The stores it holds (every store for a report computed whole).
-    pub range: StoreRange,
+    pub range: KeyRange,
 }
 
 impl Dataset {
@@ -83,7 +83,7 @@ impl Dataset {
 /// Which data a refresh brings a dataset to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
-    pub range: StoreRange,
+    pub range: KeyRange,
     pub pin: Pin,
     /// The dataset holds about one `share`-th of the window's polls (a shard of a report cut in that many):
     /// it weighs how many changed polls are still worth merging rather than reading the range again.
@@ -92,7 +92,7 @@ pub struct Scope {
 
 impl Scope {
     /// Every store, at the latest data: a report computed whole.
-    pub const WHOLE: Scope = Scope { range: StoreRange::ALL, pin: Pin::Latest, share: 1 };
+    pub const WHOLE: Scope = Scope { range: KeyRange::ALL, pin: Pin::Latest, share: 1 };
 }
 
 /// The `now` and snapshots of a dataset.
@@ -165,7 +165,7 @@ pub fn refresh(
     }
     match cache {
         None => {
-            let mut fresh = Dataset { version, window_start, range: scope.range.clone(), ..Dataset::default() };
+            let mut fresh = Dataset { version, window_start, range: scope.range, ..Dataset::default() };
             read_everything(&mut fresh, conn, &mut stats)?;
             *cache = Some(Arc::new(fresh));
         }
@@ -198,7 +198,7 @@ fn catch_up(
     stats: &mut RefreshStats,
 ) -> Result<(), DatasetError> {
     let previous = dataset.version;
-    let range = dataset.range.clone();
+    let range = dataset.range;
     // Load ids only grow; fewer loads than before means the database was reset or restored, and nothing
     // kept can be trusted. A window that starts earlier than before (the latest polls were deleted) needs
     // polls that were never kept. Past a quarter of the window, one ordered scan also beats that many
@@ -221,11 +221,11 @@ fn catch_up(
         dataset.window_start = Some(from);
     }
     if version.hours_snapshot != previous.hours_snapshot {
-        dataset.hours = read_hours(conn, version.hours_snapshot, &dataset.range)?;
+        dataset.hours = read_hours(conn, version.hours_snapshot, dataset.range)?;
         stats.hours_read = Some(dataset.hours.len());
     }
     if version.zones_snapshot != previous.zones_snapshot {
-        let (zones, unknown) = read_zones(conn, version.zones_snapshot, &dataset.range)?;
+        let (zones, unknown) = read_zones(conn, version.zones_snapshot, dataset.range)?;
         dataset.zones = zones;
         stats.zones_read = Some(dataset.zones.len() + unknown);
         stats.unknown_zones = unknown;
@@ -241,22 +241,22 @@ fn read_everything(
 ) -> Result<(), DatasetError> {
     stats.full_read = true;
     let started = Instant::now();
-    let whole = dataset.range == StoreRange::ALL;
+    let whole = dataset.range == KeyRange::ALL;
     dataset.polls = match dataset.window_start {
         Some(from) if whole => polls::read_since(conn, from)?,
-        Some(from) => polls::read_range_since(conn, &dataset.range, from)?,
+        Some(from) => polls::read_range_since(conn, dataset.range, from)?,
         None => Vec::new(),
     };
     stats.polls_read = dataset.polls.len();
     log::debug!("read {} polls in {:.0} ms", dataset.polls.len(), started.elapsed().as_secs_f64() * 1e3);
     let started = Instant::now();
-    let ids = if whole { stores::all_ids(conn)? } else { stores::ids_in_range(conn, &dataset.range)? };
+    let ids = if whole { stores::all_ids(conn)? } else { stores::ids_in_range(conn, dataset.range)? };
     dataset.store_ids = ids.into_iter().collect();
     stats.stores_read = dataset.store_ids.len();
     check_every_store_is_named(dataset, &dataset.polls)?;
-    dataset.hours = read_hours(conn, dataset.version.hours_snapshot, &dataset.range)?;
+    dataset.hours = read_hours(conn, dataset.version.hours_snapshot, dataset.range)?;
     stats.hours_read = Some(dataset.hours.len());
-    let (zones, unknown) = read_zones(conn, dataset.version.zones_snapshot, &dataset.range)?;
+    let (zones, unknown) = read_zones(conn, dataset.version.zones_snapshot, dataset.range)?;
     dataset.zones = zones;
     stats.zones_read = Some(dataset.zones.len() + unknown);
     stats.unknown_zones = unknown;
@@ -279,24 +279,17 @@ fn merge_changed_polls(
     let mut changed = polls::read_changed_since(conn, after_load_id, from)?;
     changed.sort_unstable_by_key(|p| (p.store, p.at));
 
+    // A shard keeps the stores of its range only; the changes of the others are theirs.
+    let range = dataset.range;
+    changed.retain(|p| range.contains(p.store));
+    stats.polls_read = changed.len();
+
     let mut unnamed: Vec<u32> =
         changed.iter().map(|p| p.store).filter(|key| !dataset.store_ids.contains_key(key)).collect();
     unnamed.dedup();
     let named = stores::with_keys(conn, &unnamed)?;
-    // A shard keeps the stores of its range only; the changes of the others are theirs.
-    let range = &dataset.range;
-    let before = dataset.store_ids.len();
-    dataset.store_ids.extend(
-        named
-            .into_iter()
-            .filter(|store| range.contains(&store.store_id))
-            .map(|store| (store.store_key, store.store_id.into_boxed_str())),
-    );
-    stats.stores_read += dataset.store_ids.len() - before;
-    if *range != StoreRange::ALL {
-        changed.retain(|p| dataset.store_ids.contains_key(&p.store));
-    }
-    stats.polls_read = changed.len();
+    stats.stores_read += named.len();
+    dataset.store_ids.extend(named.into_iter().map(|store| (store.store_key, store.store_id.into_boxed_str())));
     check_every_store_is_named(dataset, &changed)?;
     dataset.polls = merge_polls(&dataset.polls, &changed);
     Ok(())
@@ -362,9 +355,9 @@ fn check_every_store_is_named(dataset: &Dataset, polls: &[Poll]) -> Result<(), D
 fn read_hours(
     conn: &mut MysqlConnection,
     snapshot: Option<u64>,
-    range: &StoreRange,
+    range: KeyRange,
 ) -> Result<Vec<HoursRow>, DatasetError> {
-    let rows = if *range == StoreRange::ALL {
+    let rows = if range == KeyRange::ALL {
         snapshots::business_hours(conn, snapshot)?
     } else {
         snapshots::business_hours_in(conn, snapshot, range)?
@@ -390,9 +383,9 @@ fn read_hours(
 fn read_zones(
     conn: &mut MysqlConnection,
     snapshot: Option<u64>,
-    range: &StoreRange,
+    range: KeyRange,
 ) -> Result<(HashMap<u32, Tz>, usize), diesel::result::Error> {
-    let rows = if *range == StoreRange::ALL {
+    let rows = if range == KeyRange::ALL {
         snapshots::zone_names(conn, snapshot)?
     } else {
         snapshots::zone_names_in(conn, snapshot, range)?
@@ -415,7 +408,7 @@ fn read_zones(
 /// whole, one per shard it computed), within a memory budget.
 #[derive(Debug, Default)]
 pub struct DatasetCache {
-    entries: HashMap<StoreRange, Kept>,
+    entries: HashMap<KeyRange, Kept>,
     budget_bytes: usize,
     clock: u64,
 }
@@ -434,16 +427,16 @@ impl DatasetCache {
     }
 
     /// The kept dataset of `range`, to refresh (the cache keeps it meanwhile, for other jobs).
-    pub fn get(&self, range: &StoreRange) -> Option<Arc<Dataset>> {
-        self.entries.get(range).map(|kept| Arc::clone(&kept.data))
+    pub fn get(&self, range: KeyRange) -> Option<Arc<Dataset>> {
+        self.entries.get(&range).map(|kept| Arc::clone(&kept.data))
     }
 
     /// Keeps `data` as the most recent dataset of its range, then forgets the least recently used others
     /// while the kept data is over the budget (the newest is kept even alone over it: its job needs it).
-    pub fn keep(&mut self, data: Arc<Dataset>, slot: Option<u16>) -> Vec<StoreRange> {
+    pub fn keep(&mut self, data: Arc<Dataset>, slot: Option<u16>) -> Vec<KeyRange> {
         self.clock += 1;
-        let range = data.range.clone();
-        self.entries.insert(range.clone(), Kept { data, last_used: self.clock, slot });
+        let range = data.range;
+        self.entries.insert(range, Kept { data, last_used: self.clock, slot });
         let mut forgotten = Vec::new();
         while self.bytes() > self.budget_bytes {
             let oldest = self
@@ -451,7 +444,7 @@ impl DatasetCache {
                 .iter()
                 .filter(|(kept_range, _)| **kept_range != range)
                 .min_by_key(|(_, kept)| kept.last_used)
-                .map(|(kept_range, _)| kept_range.clone());
+                .map(|(kept_range, _)| *kept_range);
             let Some(oldest) = oldest else { break };
             self.entries.remove(&oldest);
             forgotten.push(oldest);
@@ -505,35 +498,35 @@ mod tests {
         assert_eq!(merge_polls(&[], &newer), newer.to_vec());
     }
 
-    fn shard(first: &str, polls: usize) -> Arc<Dataset> {
+    fn shard(first: u32, polls: usize) -> Arc<Dataset> {
         Arc::new(Dataset {
             polls: (0..polls).map(|at| p(1, at as i64, true)).collect(),
-            range: StoreRange { first: Some(first.into()), end: None },
+            range: KeyRange { first, end: None },
             ..Dataset::default()
         })
     }
 
     #[test]
     fn the_cache_forgets_the_least_recently_used_shards_past_its_budget() {
-        let one = shard("a", 1000);
+        let one = shard(1, 1000);
         let budget = one.approx_bytes() * 2;
         let mut cache = DatasetCache::new(budget);
         assert!(cache.keep(Arc::clone(&one), Some(0)).is_empty());
-        assert!(cache.keep(shard("b", 1000), Some(1)).is_empty());
+        assert!(cache.keep(shard(2, 1000), Some(1)).is_empty());
         // "a" used again: "b" is now the least recently used.
         cache.keep(Arc::clone(&one), Some(0));
-        let forgotten = cache.keep(shard("c", 1000), Some(2));
-        assert_eq!(forgotten, vec![StoreRange { first: Some("b".into()), end: None }]);
+        let forgotten = cache.keep(shard(3, 1000), Some(2));
+        assert_eq!(forgotten, vec![KeyRange { first: 2, end: None }]);
         assert!(cache.bytes() <= budget && cache.len() == 2);
         // Alone over the budget, the newest is still kept.
         let mut small = DatasetCache::new(1);
-        small.keep(shard("a", 10), None);
-        assert_eq!(small.keep(shard("b", 10), None).len(), 1);
+        small.keep(shard(1, 10), None);
+        assert_eq!(small.keep(shard(2, 10), None).len(), 1);
         assert_eq!(small.len(), 1);
         // Slots another worker owns now are forgotten; a whole-set dataset is never.
         let mut cache = DatasetCache::new(usize::MAX);
-        cache.keep(shard("a", 1), Some(0));
-        cache.keep(shard("b", 1), Some(1));
+        cache.keep(shard(1, 1), Some(0));
+        cache.keep(shard(2, 1), Some(1));
         cache.keep(Arc::new(Dataset::default()), None);
         assert_eq!(cache.forget_slots(|slot| slot == 1), 1);
         assert_eq!(cache.len(), 2);

@@ -30,7 +30,7 @@ use shared_model::messages::{ReportJob, ShardJob};
 use shared_model::models::reports::{
     self, FinishedReport, ReportStatus, StartOutcome, StoreError, Stored, is_valid_report_id, store_complete,
 };
-use shared_model::models::shards::{self, Plan, Planned, ShardPart, ShardStored, StartShard, StoreRange};
+use shared_model::models::shards::{self, KeyRange, Plan, Planned, ShardPart, ShardStored, StartShard};
 use shared_model::models::{polls, versions};
 use shared_model::settings::AmqpSettings;
 use uptime_core::engine::{self, Horizon, Inputs, Progress};
@@ -155,7 +155,9 @@ impl From<StoreError> for JobError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Db(e) => JobError::Retryable(format!("storing the report in MySQL failed: {e}")),
-            e @ (StoreError::TooLarge(_) | StoreError::BadChunking { .. }) => JobError::Permanent(e.to_string()),
+            e @ (StoreError::TooLarge(_) | StoreError::BadChunking { .. } | StoreError::Merge(_)) => {
+                JobError::Permanent(e.to_string())
+            }
         }
     }
 }
@@ -251,13 +253,13 @@ impl JobHandler {
 
     /// The ingest state the kept whole-set dataset reflects (`None` before the first whole report).
     pub fn cached_version(&self) -> Option<IngestVersion> {
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(&StoreRange::ALL).map(|d| d.version)
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(KeyRange::ALL).map(|d| d.version)
     }
 
     /// How many polls the kept whole-set dataset holds (`None` before the first whole report): those of
     /// the report's window.
     pub fn cached_poll_count(&self) -> Option<usize> {
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(&StoreRange::ALL).map(|d| d.polls.len())
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(KeyRange::ALL).map(|d| d.polls.len())
     }
 
     /// Forgets every kept dataset: the next job reads everything (benchmarks measure the cold path so).
@@ -416,7 +418,7 @@ impl JobHandler {
         let report = self.compute_with_progress(&mut conn, report_id, &data, horizon, None, |conn, done, total| {
             reports::set_progress(conn, report_id, done, total)
         });
-        let csv = render_csv(&report, &data, true)?;
+        let csv = render_csv(&report, &data)?;
         let compute = computing.elapsed();
 
         let storing = Instant::now();
@@ -445,12 +447,12 @@ impl JobHandler {
                     }
                     let Some(now) = polls::newest_polled_at(read)? else { return Ok(None) };
                     let version = versions::current(read)?;
-                    let cuts = shards::cut_points(read, shard_stores)?;
+                    let cuts = shards::plan_cuts(read, shard_stores)?;
                     Ok(Some(Plan {
                         as_of: chrono::DateTime::from_timestamp_micros(now).map(|t| t.naive_utc()),
                         hours_snapshot: version.hours_snapshot,
                         zones_snapshot: version.zones_snapshot,
-                        shards: StoreRange::cut_at(&cuts),
+                        shards: KeyRange::cut_at(&cuts),
                     }))
                 })
             };
@@ -512,7 +514,7 @@ impl JobHandler {
             .map(|at| at.and_utc().timestamp_micros())
             .ok_or_else(|| JobError::Permanent("the report was cut into shards without a time to compute at".into()))?;
         let scope = Scope {
-            range: work.range.clone(),
+            range: work.range,
             pin: Pin::Plan { now, hours_snapshot: work.hours_snapshot, zones_snapshot: work.zones_snapshot },
             share: work.shards_total,
         };
@@ -526,17 +528,19 @@ impl JobHandler {
             self.compute_with_progress(&mut conn, report_id, &data, horizon, Some(now), |conn, done, total| {
                 shards::set_shard_progress(conn, report_id, shard_no, done, total)
             });
-        let csv = render_csv(&report, &data, shard_no == 0)?;
+        let csv = render_part(&report, &data)?;
         let compute = computing.elapsed();
         drop(data);
-        self.forget_unless_owned(slot, &scope.range);
+        self.forget_unless_owned(slot, scope.range);
 
         let storing = Instant::now();
         let store_count = u32::try_from(report.rows.len())
             .map_err(|_| JobError::Permanent(format!("{} stores do not fit in a report row", report.rows.len())))?;
         let chunking = self.chunking_under_packet_limit(&mut conn)?;
         let part = ShardPart { store_count, csv: &csv, worker: &self.worker_name };
-        let stored = shards::store_shard(&mut conn, report_id, shard_no, part, chunking)?;
+        let header = engine::Report::header(horizon);
+        let merge = |parts: &[&[u8]]| engine::merge_parts(header, parts).map_err(|e| e.to_string());
+        let stored = shards::store_shard(&mut conn, report_id, shard_no, part, chunking, &merge)?;
         let timings = JobTimings { read, compute, store: storing.elapsed(), total: started.elapsed() };
         let report_id = report_id.to_owned();
         Ok(match stored {
@@ -562,7 +566,7 @@ impl JobHandler {
 
     /// A worker keeps the data of the shards it owns only: a shard it computed because its owner was busy
     /// or not yet known goes when it is done.
-    fn forget_unless_owned(&self, slot: u16, range: &StoreRange) {
+    fn forget_unless_owned(&self, slot: u16, range: KeyRange) {
         let Some((rank, workers)) = *self.ownership.lock().unwrap_or_else(PoisonError::into_inner) else { return };
         if !shared_model::queue::owns_slot(slot, rank, workers) {
             self.cache.lock().unwrap_or_else(PoisonError::into_inner).forget_slots(|kept| kept != slot);
@@ -664,7 +668,7 @@ impl JobHandler {
     ) -> Result<(Arc<Dataset>, RefreshStats), JobError> {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         // Refresh a copy of the handle: on error the kept dataset stays as it was.
-        let mut working = cache.get(&scope.range);
+        let mut working = cache.get(scope.range);
         let stats = db::with_consistent_snapshot(conn, |conn| dataset::refresh(&mut working, conn, scope))?;
         let data = working.ok_or_else(|| JobError::Retryable("the data was not read".into()))?;
         let forgotten = cache.keep(Arc::clone(&data), slot);
@@ -741,11 +745,19 @@ impl StoredReport {
     }
 }
 
-/// The report's CSV, or a shard's part of it (the header only in the first part).
-fn render_csv(report: &engine::Report, data: &Dataset, first_part: bool) -> Result<Vec<u8>, JobError> {
+fn render_csv(report: &engine::Report, data: &Dataset) -> Result<Vec<u8>, JobError> {
     let mut csv = Vec::with_capacity(report.rows.len() * 80 + engine::HEADER_WITH_UNKNOWN.len() + 1);
     report
-        .write_csv_part(&mut csv, first_part, |key| data.store_id(key).unwrap_or_default())
+        .write_csv(&mut csv, |key| data.store_id(key).unwrap_or_default())
+        .map_err(|e| JobError::Permanent(format!("writing the CSV in memory failed: {e}")))?;
+    Ok(csv)
+}
+
+/// A shard's part of the CSV: its rows in store-id order, no header.
+fn render_part(report: &engine::Report, data: &Dataset) -> Result<Vec<u8>, JobError> {
+    let mut csv = Vec::with_capacity(report.rows.len() * 80);
+    report
+        .write_csv_part(&mut csv, |key| data.store_id(key).unwrap_or_default())
         .map_err(|e| JobError::Permanent(format!("writing the CSV in memory failed: {e}")))?;
     Ok(csv)
 }

@@ -45,8 +45,6 @@ impl Role {
                 grants.extend(INPUT_TABLES.map(|table| ("SELECT", table)));
                 grants.push(("SELECT, INSERT, UPDATE", "reports"));
                 grants.push(("SELECT, DELETE", "report_chunks"));
-                // A sharded report's progress and the layout of its CSV.
-                grants.push(("SELECT", "report_shards"));
             }
             Role::Ingest => {
                 grants.extend(

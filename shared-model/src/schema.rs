@@ -115,8 +115,8 @@ diesel::table! {
     report_shards (report_id, shard_no) {
         report_id -> Char,
         shard_no -> Unsigned<Integer>,
-        first_store_id -> Nullable<Varchar>,
-        end_store_id -> Nullable<Varchar>,
+        first_store_key -> Unsigned<Integer>,
+        end_store_key -> Nullable<Unsigned<Integer>>,
         status -> Varchar,
         attempts -> Unsigned<Integer>,
         stores_done -> Nullable<Unsigned<Integer>>,

@@ -1,6 +1,5 @@
 //! SPEC §3: trigger a report, watch it, download it.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderMap};
@@ -15,7 +14,6 @@ use shared_model::models::idempotency_keys::{KEY_LIFETIME_HOURS, MAX_KEY_LEN};
 use shared_model::models::reports::{
     self, Created, Idempotency, NewReport, Progress, Report, ReportChunk, ReportStatus,
 };
-use shared_model::models::shards;
 use shared_model::models::versions::DataVersion;
 
 use crate::auth::{Caller, Role, require};
@@ -693,22 +691,10 @@ async fn csv_response(
         retry_after_s: DOWNLOAD_RETRY_AFTER_S,
     })?;
     let id = report.csv_report_id.clone();
-    let layout = db::call(&state.pool, move |conn| shards::chunk_layout(conn, &id)).await?;
-    let mut chunks = ChunkReader {
-        pool: state.pool.clone(),
-        report_id: report.csv_report_id.clone(),
-        parts: stored_parts(layout),
-        next_seq: 0,
-        pending: None,
-        bytes_read: 0,
-        expected: report.csv_bytes,
-        done: false,
-        _slot: slot,
-    };
-    let Some(first) = chunks.read_next().await? else {
+    let first = db::call(&state.pool, move |conn| reports::read_chunk(conn, &id, 0)).await?;
+    let Some(first) = first else {
         return Err(ApiError::internal(anyhow::anyhow!("report_id={report_id} is Complete but has no stored CSV")));
     };
-    chunks.pending = Some(first);
     let mut response = HttpResponse::Ok();
     response
         .content_type("text/csv; charset=utf-8")
@@ -721,31 +707,29 @@ async fn csv_response(
     if let Some(length) = report.csv_bytes {
         response.no_chunking(length);
     }
+    let chunks = ChunkReader {
+        pool: state.pool.clone(),
+        pending: Some(first),
+        report_id: report.csv_report_id.clone(),
+        next_seq: 0,
+        sent: 0,
+        expected: report.csv_bytes,
+        done: false,
+        _slot: slot,
+    };
     Ok(response.streaming(futures_util::stream::unfold(chunks, ChunkReader::next)))
 }
 
-/// The parts of a report's CSV in download order, as `(shard_no, chunks)`. A sharded report's layout
-/// records how many chunks each part has, so a missing one is noticed where it is; a report computed whole
-/// has no layout and one part, shard 0, whose end is its first missing sequence number.
-fn stored_parts(layout: Vec<(u32, u32)>) -> VecDeque<(u32, Option<u32>)> {
-    if layout.is_empty() {
-        return VecDeque::from([(0, None)]);
-    }
-    layout.into_iter().map(|(shard_no, chunks)| (shard_no, Some(chunks))).collect()
-}
-
-/// Reads a report's chunks one per query, part after part, each on a pooled connection taken for that
-/// query only, and checks that they add up to the size recorded with the report.
+/// Reads a report's chunks one per query (by sequence number, so a missing one ends the stream early),
+/// each on a pooled connection taken for that query only, and checks that they add up to the size
+/// recorded with the report.
 struct ChunkReader {
     pool: DbPool,
     report_id: String,
-    /// The parts not read to their end yet, the one being read first (see [`stored_parts`]).
-    parts: VecDeque<(u32, Option<u32>)>,
-    /// The next sequence number in the first of `parts`.
-    next_seq: u32,
     /// The chunk read but not sent yet.
     pending: Option<ReportChunk>,
-    bytes_read: u64,
+    next_seq: u32,
+    sent: u64,
     expected: Option<u64>,
     done: bool,
     /// The download slot, given back when the stream is dropped (finished or cut).
@@ -757,63 +741,43 @@ impl ChunkReader {
         if self.done {
             return None;
         }
-        let read = match self.pending.take() {
-            Some(chunk) => Ok(Some(chunk)),
-            None => self.read_next().await,
-        };
-        match read {
-            Ok(Some(chunk)) => Some((Ok(Bytes::from(chunk.data)), self)),
-            Ok(None) => None,
-            Err(error) => {
-                self.done = true;
-                // Past the headers no error answer is written (where it would be logged): the client only
-                // sees the download cut, so the reason goes to the log here.
-                let cause = match &error {
-                    ApiError::Internal(cause) | ApiError::DatabaseUnavailable(cause) => format!("{cause:#}"),
-                    other => other.to_string(),
-                };
-                log::error!("report_id={}: its download is cut short: {cause}", self.report_id);
-                Some((Err(error), self))
-            }
-        }
-    }
-
-    /// The next chunk of the CSV, `None` past its end (once the byte total is checked).
-    async fn read_next(&mut self) -> Result<Option<ReportChunk>, ApiError> {
-        loop {
-            let Some(&(shard_no, chunks)) = self.parts.front() else {
-                return match self.expected {
-                    Some(expected) if expected != self.bytes_read => Err(self.damaged(&format!(
-                        "the stored chunks hold {} bytes, the report records {expected}",
-                        self.bytes_read
-                    ))),
-                    _ => Ok(None),
-                };
-            };
-            if chunks.is_some_and(|chunks| self.next_seq >= chunks) {
-                self.end_part();
-                continue;
-            }
-            let (id, seq) = (self.report_id.clone(), self.next_seq);
-            match db::call(&self.pool, move |conn| reports::read_chunk(conn, &id, shard_no, seq)).await? {
-                Some(chunk) => {
-                    self.next_seq += 1;
-                    self.bytes_read += chunk.data.len() as u64;
-                    return Ok(Some(chunk));
+        let chunk = match self.pending.take() {
+            Some(chunk) => chunk,
+            None => {
+                let (id, seq) = (self.report_id.clone(), self.next_seq);
+                match db::call(&self.pool, move |conn| reports::read_chunk(conn, &id, seq)).await {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => {
+                        self.done = true;
+                        return match self.expected {
+                            Some(expected) if expected != self.sent => {
+                                let problem = format!(
+                                    "the stored chunks hold {} bytes, the report records {expected}",
+                                    self.sent
+                                );
+                                Some(self.fail(problem))
+                            }
+                            _ => None,
+                        };
+                    }
+                    Err(error) => {
+                        self.done = true;
+                        log::error!("report_id={}: reading its CSV failed mid-download: {error}", self.report_id);
+                        return Some((Err(error.into()), self));
+                    }
                 }
-                None if chunks.is_none() => self.end_part(),
-                None => return Err(self.damaged(&format!("chunk {seq} of shard {shard_no} is missing"))),
             }
-        }
+        };
+        self.next_seq += 1;
+        self.sent += chunk.data.len() as u64;
+        Some((Ok(Bytes::from(chunk.data)), self))
     }
 
-    fn end_part(&mut self) {
-        self.parts.pop_front();
-        self.next_seq = 0;
-    }
-
-    fn damaged(&self, problem: &str) -> ApiError {
-        ApiError::Internal(anyhow::anyhow!("report_id={}: the stored CSV is damaged: {problem}", self.report_id))
+    fn fail(mut self, problem: String) -> (Result<Bytes, ApiError>, ChunkReader) {
+        self.done = true;
+        let error = anyhow::anyhow!("report_id={}: the stored CSV is damaged: {problem}", self.report_id);
+        log::error!("{error}");
+        (Err(ApiError::Internal(error)), self)
     }
 }
 

@@ -1,55 +1,41 @@
-//! A report cut into shards (issue 12): its progress counts stored shards, and its download is its shards'
-//! parts one after the other, read by the shard layout so a lost chunk cuts the download.
+//! A report cut into shards (issue 12): its progress counts stored shards, and once its last shard is
+//! stored its download is the whole report, the parts merged in store-id order.
 
-use diesel::prelude::*;
 use shared_model::models::reports::Chunking;
-use shared_model::models::shards::{self, Plan, Planned, ShardPart, ShardStored, StartShard, StoreRange};
-use shared_model::schema::report_chunks;
+use shared_model::models::shards::{self, KeyRange, Plan, Planned, ShardPart, ShardStored, StartShard};
+use uptime_core::engine::{HEADER, merge_parts};
 
 use crate::helpers::{TestApp, new_report_id, sample_csv, spawn_app};
 
-/// Small chunks, so every shard's part is stored in several of them.
+/// Small chunks, so every part is stored in several of them.
 const CHUNKING: Chunking = Chunking { chunk_bytes: 16, max_statement_bytes: 64 };
 const SHARDS: u32 = 3;
 const STORES_PER_SHARD: u32 = 3;
 const WORKER: &str = "test-worker";
 
-/// A report's CSV and its shards' parts: shard 0's part holds the header and the first stores, and the
-/// parts cut the rows (sorted by store id) where the shards' store ranges do.
+/// A report's CSV and its shards' parts: shards are ranges of store keys, which need not follow the ids,
+/// so each part holds every third row (in store-id order, without the header).
 struct ShardedCsv {
     whole: Vec<u8>,
     parts: Vec<Vec<u8>>,
-    ranges: Vec<StoreRange>,
 }
 
 fn sharded_csv() -> ShardedCsv {
     let whole = sample_csv((SHARDS * STORES_PER_SHARD) as usize);
     let lines: Vec<&[u8]> = whole.split_inclusive(|&b| b == b'\n').collect();
-    let (header, rows) = lines.split_first().expect("a header line");
-    let parts: Vec<Vec<u8>> = rows
-        .chunks(STORES_PER_SHARD as usize)
-        .enumerate()
-        .map(|(shard_no, rows)| {
-            let header = if shard_no == 0 { *header } else { &[][..] };
-            [header, &rows.concat()].concat()
-        })
+    let rows = &lines[1..];
+    let parts = (0..SHARDS as usize)
+        .map(|shard| rows.iter().skip(shard).step_by(SHARDS as usize).copied().collect::<Vec<_>>().concat())
         .collect();
-    let cuts: Vec<String> = rows
-        .chunks(STORES_PER_SHARD as usize)
-        .skip(1)
-        .map(|rows| {
-            let first_row = String::from_utf8(rows[0].to_vec()).expect("utf-8");
-            first_row.split(',').next().expect("a store id").to_owned()
-        })
-        .collect();
-    ShardedCsv { whole, parts, ranges: StoreRange::cut_at(&cuts) }
+    ShardedCsv { whole, parts }
 }
 
-/// A Running report planned in the shards of `csv`, as the worker that takes its job plans it.
-fn plan_report(app: &TestApp, report_id: &str, csv: &ShardedCsv) {
+/// A Running report planned in three shards, as the worker that takes its job plans it.
+fn plan_report(app: &TestApp, report_id: &str) {
     app.insert_running(report_id);
     let as_of = chrono::NaiveDate::from_ymd_opt(2023, 1, 25).and_then(|d| d.and_hms_opt(18, 13, 18)).expect("date");
-    let plan = Plan { as_of: Some(as_of), hours_snapshot: None, zones_snapshot: None, shards: csv.ranges.clone() };
+    let shards = KeyRange::cut_at(&[100, 200]);
+    let plan = Plan { as_of: Some(as_of), hours_snapshot: None, zones_snapshot: None, shards };
     let planned = shards::plan(&mut app.conn(), report_id, &plan).expect("plan");
     assert_eq!(planned, Planned::Shards { shards_total: SHARDS, pending: (0..SHARDS).collect() });
 }
@@ -62,26 +48,19 @@ fn start_shard(app: &TestApp, report_id: &str, shard_no: u32) {
 /// Stores a started shard's part of the CSV, as the worker that computed it does.
 fn store_shard(app: &TestApp, report_id: &str, shard_no: u32, csv: &ShardedCsv) -> ShardStored {
     let part = ShardPart { store_count: STORES_PER_SHARD, csv: &csv.parts[shard_no as usize], worker: WORKER };
-    let stored = shards::store_shard(&mut app.conn(), report_id, shard_no, part, CHUNKING).expect("store shard");
+    let merge = |parts: &[&[u8]]| merge_parts(HEADER, parts).map_err(|e| e.to_string());
+    let stored =
+        shards::store_shard(&mut app.conn(), report_id, shard_no, part, CHUNKING, &merge).expect("store shard");
     assert!(matches!(stored, ShardStored::Stored { chunks, .. } if chunks > 1), "several chunks: {stored:?}");
     stored
 }
 
-/// A report whose shards are all stored: Complete.
-fn insert_sharded_complete(app: &TestApp, report_id: &str, csv: &ShardedCsv) {
-    plan_report(app, report_id, csv);
-    for shard_no in 0..SHARDS {
-        start_shard(app, report_id, shard_no);
-        store_shard(app, report_id, shard_no, csv);
-    }
-}
-
 #[tokio::test]
-async fn a_sharded_report_shows_its_shards_while_running_and_downloads_as_its_parts_in_order() {
+async fn a_sharded_report_shows_its_shards_while_running_and_downloads_as_the_whole_report() {
     let app = spawn_app().await;
     let report_id = new_report_id();
     let csv = sharded_csv();
-    plan_report(&app, &report_id, &csv);
+    plan_report(&app, &report_id);
     start_shard(&app, &report_id, 0);
     let first = store_shard(&app, &report_id, 0, &csv);
     assert!(matches!(first, ShardStored::Stored { shards_done: 1, report_complete: false, .. }), "{first:?}");
@@ -115,27 +94,5 @@ async fn a_sharded_report_shows_its_shards_while_running_and_downloads_as_its_pa
     let response = app.get(&format!("/download/{report_id}")).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-length"], csv.whole.len().to_string());
-    assert_eq!(response.bytes().await.expect("body").as_ref(), csv.whole.as_slice(), "the parts in shard order");
-}
-
-#[tokio::test]
-async fn a_sharded_download_whose_stored_chunk_is_missing_is_cut_short_rather_than_completed() {
-    let app = spawn_app().await;
-    let report_id = new_report_id();
-    let csv = sharded_csv();
-    insert_sharded_complete(&app, &report_id, &csv);
-    assert_eq!(app.get(&format!("/download/{report_id}")).await.bytes().await.expect("body"), csv.whole);
-    diesel::delete(
-        report_chunks::table
-            .filter(report_chunks::report_id.eq(&report_id))
-            .filter(report_chunks::shard_no.eq(1))
-            .filter(report_chunks::seq.eq(1)),
-    )
-    .execute(&mut app.conn())
-    .expect("lose a chunk");
-
-    let response = app.get(&format!("/download/{report_id}")).await;
-
-    assert_eq!(response.status(), 200, "the first chunk was there");
-    assert!(response.bytes().await.is_err(), "the client sees a cut download, not a shorter report");
+    assert_eq!(response.bytes().await.expect("body").as_ref(), csv.whole.as_slice(), "the parts merged by store id");
 }

@@ -51,8 +51,8 @@ fn planned(outcome: Outcome) -> (u32, Vec<ShardJob>) {
     }
 }
 
-/// `generate`'s stores, plus stores whose ids sort before them but whose keys come after: shards are cut
-/// by id, so the report's order is not the keys' order.
+/// `generate`'s stores, plus stores whose ids sort before them but whose keys come after: shards are ranges
+/// of keys, and the report's order is the ids', so the parts must be merged, not put one after the other.
 fn data_in_two_orders(conn: &mut diesel::mysql::MysqlConnection, stores: usize) -> Data {
     let mut data = generate(conn, stores, 12, NOW);
     let early: Vec<String> = (0..stores / 3).map(|i| format!("early-{i:04}")).collect();
@@ -161,7 +161,7 @@ fn a_poison_shard_fails_its_report_with_a_reason_and_the_other_shards_do_no_work
     let db = TestDatabase::new();
     let mut conn = db.conn();
     let data = generate(&mut conn, 40, 8, NOW);
-    // One store of the third shard has an hours row no engine can read (weekday 9).
+    // One store of the third shard (keys 21 to 30) has an hours row no engine can read (weekday 9).
     let victim = data.ids.iter().find(|(_, id)| id.as_str() == "gen-store-000025").map(|(key, _)| *key).expect("store");
     let load = insert_load(&mut conn, "hours", "running");
     let mut hours = data.hours.clone();
@@ -344,7 +344,7 @@ async fn a_dead_lettered_shard_fails_its_report_and_duplicate_shards_change_noth
         as_of: Some(naive(NOW)),
         hours_snapshot: None,
         zones_snapshot: None,
-        shards: shards::StoreRange::cut_at(&["gen-store-000010".into()]),
+        shards: shards::KeyRange::cut_at(&[11]),
     };
     shards::plan(&mut conn, &running, &plan).expect("plan");
     let dead = ShardJob { report_id: running.clone(), shard_no: 1, shards_total: 2, requested_at: "now".into() };

@@ -383,6 +383,10 @@ mod tests {
 // A module of their own, so this part can follow the tests above (clippy: items_after_test_module).
 pub use worker_reads::{count_changed_since, read_changed_since, read_range_since, read_since, read_store};
 
+/// Store keys per query of [`read_range_since`]: about 270,000 polls of a real-shaped week (135 a store),
+/// some 13 MB in the client library's buffer.
+pub const RANGE_READ_KEYS: u32 = 2_000;
+
 mod worker_reads {
     use super::*;
 
@@ -400,30 +404,38 @@ mod worker_reads {
     }
 
     /// The polls at or after `from` of the stores in `range` (one shard of a report), in the engine's
-    /// (store, at) order. The server walks the range of the `store_id` index and, per store, the primary
-    /// key of each day of the window; the rows come grouped by store id and are put in key order here.
+    /// (store, at) order: ranges of the primary key, [`RANGE_READ_KEYS`] store keys per query, so the
+    /// client library never buffers more than one such piece (it holds a whole result in memory). A
+    /// DATETIME(6) at a polls' instant is unique per store, so the sort is the table's key order.
     pub fn read_range_since(
         conn: &mut MysqlConnection,
-        range: &crate::models::shards::StoreRange,
+        range: crate::models::shards::KeyRange,
         from: Micros,
     ) -> QueryResult<Vec<Poll>> {
-        use crate::schema::stores;
-        let mut query = polls::table
-            .inner_join(stores::table.on(stores::store_key.eq(polls::store_key)))
-            .filter(polls::polled_at.ge(datetime(from)))
-            .select((polls::store_key, polls::polled_at, polls::active))
-            .into_boxed();
-        if let Some(first) = &range.first {
-            query = query.filter(stores::store_id.ge(first.as_str()));
+        let highest: Option<u32> =
+            crate::schema::stores::table.select(diesel::dsl::max(crate::schema::stores::store_key)).first(conn)?;
+        let Some(highest) = highest else { return Ok(Vec::new()) };
+        let end = range.end.unwrap_or(highest.saturating_add(1)).min(highest.saturating_add(1));
+        let mut polls: Vec<Poll> = Vec::new();
+        let mut first = range.first;
+        while first < end {
+            let piece_end = first.saturating_add(RANGE_READ_KEYS).min(end);
+            let piece = polls::table
+                .filter(polls::store_key.ge(first))
+                .filter(polls::store_key.lt(piece_end))
+                .filter(polls::polled_at.ge(datetime(from)))
+                .select((polls::store_key, polls::polled_at, polls::active))
+                .load_iter::<(u32, MysqlTime, bool), DefaultLoadingMode>(conn)?;
+            let sorted_from = polls.len();
+            for row in piece {
+                polls.push(poll(row?));
+            }
+            // Unordered, the server streams each day's partition in turn instead of merging them (measured:
+            // a quarter less server time); a piece sorted here keeps the whole in order, pieces ascending.
+            polls[sorted_from..].sort_unstable_by_key(|p| (p.store, p.at));
+            first = piece_end;
         }
-        if let Some(end) = &range.end {
-            query = query.filter(stores::store_id.lt(end.as_str()));
-        }
-        let mut polls: Vec<Poll> = query
-            .load_iter::<(u32, MysqlTime, bool), DefaultLoadingMode>(conn)?
-            .map(|row| row.map(poll))
-            .collect::<QueryResult<_>>()?;
-        polls.sort_unstable_by_key(|p| (p.store, p.at));
+        polls.shrink_to_fit();
         Ok(polls)
     }
 

@@ -608,6 +608,9 @@ pub enum StoreError {
     BadChunking { chunk_bytes: usize, max_statement_bytes: usize },
     #[error("a report of {0} bytes needs more chunks than a report can number")]
     TooLarge(usize),
+    /// The stored parts of a report cut into shards could not be merged.
+    #[error("the parts of the report cannot be merged: {0}")]
+    Merge(String),
 }
 
 /// Stores the CSV and marks the report Complete in one transaction, so a reader sees either no report or
@@ -757,18 +760,13 @@ pub struct ReportChunk {
     pub data: Vec<u8>,
 }
 
-/// The chunk `seq` of shard `shard_no` of the report (0 for a report computed whole), or `None` past its
-/// last chunk. A download reads one chunk per query, so it holds one chunk in memory and a connection only
-/// for the query.
-pub fn read_chunk(
-    conn: &mut MysqlConnection,
-    report_id: &str,
-    shard_no: u32,
-    seq: u32,
-) -> QueryResult<Option<ReportChunk>> {
+/// The chunk `seq` of the report, or `None` past its last chunk. A download reads one chunk per query,
+/// so it holds one chunk in memory and a connection only for the query. (The chunks of a report are
+/// `shard_no` 0's: a sharded report's parts are merged into them when it completes.)
+pub fn read_chunk(conn: &mut MysqlConnection, report_id: &str, seq: u32) -> QueryResult<Option<ReportChunk>> {
     report_chunks::table
         .filter(report_chunks::report_id.eq(report_id))
-        .filter(report_chunks::shard_no.eq(shard_no))
+        .filter(report_chunks::shard_no.eq(0))
         .filter(report_chunks::seq.eq(seq))
         .select(ReportChunk::as_select())
         .first(conn)
@@ -780,7 +778,8 @@ pub fn read_chunk(
 pub fn read_csv(conn: &mut MysqlConnection, report_id: &str) -> QueryResult<Vec<u8>> {
     let chunks: Vec<Vec<u8>> = report_chunks::table
         .filter(report_chunks::report_id.eq(report_id))
-        .order((report_chunks::shard_no, report_chunks::seq))
+        .filter(report_chunks::shard_no.eq(0))
+        .order(report_chunks::seq)
         .select(report_chunks::data)
         .load(conn)?;
     Ok(chunks.concat())

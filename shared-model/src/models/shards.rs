@@ -3,15 +3,16 @@
 //! ```text
 //! report job --worker: plan (pins now + snapshots, one row per shard, Running)--> shard jobs published
 //!   shard job --any worker: start_shard (attempts + 1) --> set_shard_progress ... --> store_shard
-//!        (its chunks under its shard_no, the shard Complete, reports.shards_done + 1; the last one also
-//!         marks the report Complete, in the same transaction)
+//!        (its part under its shard_no, the shard Complete, reports.shards_done + 1; the last one also
+//!         merges the parts into the report's CSV and marks the report Complete, in one transaction)
 //! ```
 //!
-//! A shard is a range of store ids in byte order (`first_store_id <= store_id < end_store_id`), which is
-//! the report's row order, so the report's CSV is its shards' parts one after the other (the header in
-//! shard 0's part). `stores.store_id` is `utf8mb4_bin`, whose order is byte order for every id the table
-//! can hold (control characters are refused by the readers; ids differing only by trailing spaces already
-//! collide in its unique key), so the ranges are read along its index.
+//! A shard is a range of store keys (`first_store_key <= store_key < end_store_key`), so it reads its
+//! polls, hours and zones as ranges of their primary keys. Keys only grow, so new stores join the last
+//! shard and the earlier ranges (and the data workers keep for them) stay as they are: a plan reuses the
+//! previous plan's cuts while every shard still holds between half and one and a half times its share
+//! ([`reusable_cuts`]). A part holds its stores' rows in store-id order; the report's order is store-id
+//! order over all stores, which is why the last shard merges the parts rather than concatenating them.
 //!
 //! Every shard computes with the report's pinned `now` (`reports.as_of`, set by the plan) and the pinned
 //! hours and zones snapshots, so its rows are those the whole report would have: polls appended after the
@@ -19,7 +20,7 @@
 //!
 //! Duplicates and redeliveries stay harmless: a shard stored once is never stored again (its row is
 //! locked and found Complete), and a report that is no longer Running takes no shard (a Failed report's
-//! other shards are acknowledged without work). Lock order is always the shard row, then the report row.
+//! other shards are acknowledged without work). Locks are taken shard row first, then report row.
 
 use chrono::NaiveDateTime;
 use diesel::mysql::MysqlConnection;
@@ -28,32 +29,35 @@ use diesel::prelude::*;
 use super::reports::{self as report_model, Chunking, ReportStatus, StoreError, utc_now};
 use crate::schema::{report_chunks, report_shards, reports, stores};
 
-/// One shard's stores: `first <= store_id < end`, `None` meaning no bound on that side.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct StoreRange {
-    pub first: Option<String>,
-    pub end: Option<String>,
+/// One shard's stores: `first <= store_key < end` (`None`: no end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct KeyRange {
+    pub first: u32,
+    pub end: Option<u32>,
 }
 
-impl StoreRange {
+impl KeyRange {
     /// Every store.
-    pub const ALL: StoreRange = StoreRange { first: None, end: None };
+    pub const ALL: KeyRange = KeyRange { first: 0, end: None };
 
-    pub fn contains(&self, store_id: &str) -> bool {
-        self.first.as_deref().is_none_or(|first| store_id >= first)
-            && self.end.as_deref().is_none_or(|end| store_id < end)
+    pub fn contains(&self, store_key: u32) -> bool {
+        store_key >= self.first && self.end.is_none_or(|end| store_key < end)
     }
 
-    /// The ranges between consecutive cut points (sorted store ids), covering every id.
-    pub fn cut_at(cuts: &[String]) -> Vec<StoreRange> {
-        let bounds: Vec<Option<&String>> = std::iter::once(None).chain(cuts.iter().map(Some)).chain([None]).collect();
-        bounds.windows(2).map(|pair| StoreRange { first: pair[0].cloned(), end: pair[1].cloned() }).collect()
+    /// The ranges between consecutive cut points (ascending keys), covering every key.
+    pub fn cut_at(cuts: &[u32]) -> Vec<KeyRange> {
+        let starts = std::iter::once(0).chain(cuts.iter().copied());
+        let ends = cuts.iter().copied().map(Some).chain([None]);
+        starts.zip(ends).map(|(first, end)| KeyRange { first, end }).collect()
     }
 }
 
-impl std::fmt::Display for StoreRange {
+impl std::fmt::Display for KeyRange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "stores [{}, {})", self.first.as_deref().unwrap_or("first"), self.end.as_deref().unwrap_or("last"))
+        match self.end {
+            Some(end) => write!(f, "store keys [{}, {end})", self.first),
+            None => write!(f, "store keys [{}, …)", self.first),
+        }
     }
 }
 
@@ -63,22 +67,76 @@ pub fn count_stores(conn: &mut MysqlConnection) -> QueryResult<u64> {
     Ok(n.unsigned_abs())
 }
 
-#[derive(QueryableByName)]
-struct CutPoint {
-    #[diesel(sql_type = diesel::sql_types::Varchar)]
-    store_id: String,
+fn count_in(conn: &mut MysqlConnection, range: KeyRange) -> QueryResult<u64> {
+    let mut query = stores::table.filter(stores::store_key.ge(range.first)).count().into_boxed();
+    if let Some(end) = range.end {
+        query = query.filter(stores::store_key.lt(end));
+    }
+    let n: i64 = query.get_result(conn)?;
+    Ok(n.unsigned_abs())
 }
 
-/// The store ids that start shards 1, 2, …, when every shard holds `stores_per_shard` stores in id order:
-/// one walk of the `store_id` index, only the cut points sent.
-pub fn cut_points(conn: &mut MysqlConnection, stores_per_shard: u32) -> QueryResult<Vec<String>> {
-    let rows: Vec<CutPoint> = diesel::sql_query(
-        "SELECT store_id FROM (SELECT store_id, ROW_NUMBER() OVER (ORDER BY store_id) AS position FROM stores) \
-         AS ranked WHERE position > 1 AND MOD(position - 1, ?) = 0 ORDER BY position",
-    )
-    .bind::<diesel::sql_types::Unsigned<diesel::sql_types::Integer>, _>(stores_per_shard.max(1))
-    .load(conn)?;
-    Ok(rows.into_iter().map(|row| row.store_id).collect())
+/// Cut points so that every shard holds `stores_per_shard` stores in key order, from key `from` on (the
+/// first cut is the first key after the first `stores_per_shard` stores).
+fn fresh_cuts(conn: &mut MysqlConnection, from: u32, stores_per_shard: u32) -> QueryResult<Vec<u32>> {
+    let keys: Vec<u32> = stores::table
+        .filter(stores::store_key.ge(from))
+        .select(stores::store_key)
+        .order(stores::store_key)
+        .load_iter::<u32, diesel::connection::DefaultLoadingMode>(conn)?
+        .collect::<QueryResult<_>>()?;
+    let every = usize::try_from(stores_per_shard.max(1)).unwrap_or(usize::MAX);
+    Ok(keys.iter().copied().skip(every).step_by(every).collect())
+}
+
+/// The cut points of the newest planned report, `None` when no report was planned yet.
+fn previous_cuts(conn: &mut MysqlConnection) -> QueryResult<Option<Vec<u32>>> {
+    let newest: Option<String> = reports::table
+        .filter(reports::shards_total.is_not_null())
+        .order(reports::created_at.desc())
+        .select(reports::report_id)
+        .first(conn)
+        .optional()?;
+    let Some(report_id) = newest else { return Ok(None) };
+    let starts: Vec<u32> = report_shards::table
+        .filter(report_shards::report_id.eq(&report_id))
+        .filter(report_shards::shard_no.gt(0))
+        .order(report_shards::shard_no)
+        .select(report_shards::first_store_key)
+        .load(conn)?;
+    Ok(Some(starts))
+}
+
+/// The previous plan's cuts when they still fit: no shard grew past 1.5 times `stores_per_shard` or
+/// shrank under half of it, but the last, which new stores join; a last shard grown too large is cut
+/// again from its start. `None`: cut afresh.
+pub fn reusable_cuts(conn: &mut MysqlConnection, stores_per_shard: u32) -> QueryResult<Option<Vec<u32>>> {
+    let Some(mut cuts) = previous_cuts(conn)? else { return Ok(None) };
+    if cuts.is_empty() {
+        return Ok(None);
+    }
+    let (low, high) = (u64::from(stores_per_shard / 2), u64::from(stores_per_shard) * 3 / 2);
+    let ranges = KeyRange::cut_at(&cuts);
+    let Some((last, earlier)) = ranges.split_last() else { return Ok(None) };
+    for range in earlier {
+        let stores = count_in(conn, *range)?;
+        if stores < low || stores > high {
+            return Ok(None);
+        }
+    }
+    if count_in(conn, *last)? > high {
+        cuts.extend(fresh_cuts(conn, last.first, stores_per_shard)?);
+    }
+    Ok(Some(cuts))
+}
+
+/// The cut points of a new plan: the previous plan's while they fit ([`reusable_cuts`]), else every
+/// `stores_per_shard`-th store in key order.
+pub fn plan_cuts(conn: &mut MysqlConnection, stores_per_shard: u32) -> QueryResult<Vec<u32>> {
+    match reusable_cuts(conn, stores_per_shard)? {
+        Some(cuts) => Ok(cuts),
+        None => fresh_cuts(conn, 0, stores_per_shard),
+    }
 }
 
 /// What a plan pins for every shard.
@@ -88,7 +146,7 @@ pub struct Plan {
     pub as_of: Option<NaiveDateTime>,
     pub hours_snapshot: Option<u64>,
     pub zones_snapshot: Option<u64>,
-    pub shards: Vec<StoreRange>,
+    pub shards: Vec<KeyRange>,
 }
 
 /// What [`plan`] did.
@@ -140,8 +198,8 @@ pub fn plan(conn: &mut MysqlConnection, report_id: &str, plan: &Plan) -> QueryRe
                 (
                     report_shards::report_id.eq(report_id),
                     report_shards::shard_no.eq(shard_no),
-                    report_shards::first_store_id.eq(range.first.as_deref()),
-                    report_shards::end_store_id.eq(range.end.as_deref()),
+                    report_shards::first_store_key.eq(range.first),
+                    report_shards::end_store_key.eq(range.end),
                     report_shards::status.eq(ReportStatus::Running),
                     report_shards::attempts.eq(0u32),
                 )
@@ -167,7 +225,7 @@ pub fn plan(conn: &mut MysqlConnection, report_id: &str, plan: &Plan) -> QueryRe
 /// What a worker needs to compute one shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardWork {
-    pub range: StoreRange,
+    pub range: KeyRange,
     pub shards_total: u32,
     pub as_of: Option<NaiveDateTime>,
     pub hours_snapshot: Option<u64>,
@@ -198,13 +256,13 @@ pub fn start_shard(
     worker: &str,
 ) -> QueryResult<StartShard> {
     conn.transaction(|conn| {
-        let shard: Option<(ReportStatus, u32, Option<String>, Option<String>)> = report_shards::table
+        let shard: Option<(ReportStatus, u32, u32, Option<u32>)> = report_shards::table
             .find((report_id, shard_no))
             .select((
                 report_shards::status,
                 report_shards::attempts,
-                report_shards::first_store_id,
-                report_shards::end_store_id,
+                report_shards::first_store_key,
+                report_shards::end_store_key,
             ))
             .for_update()
             .first(conn)
@@ -246,7 +304,7 @@ pub fn start_shard(
             .execute(conn)?;
         diesel::update(reports::table.find(report_id)).set(reports::heartbeat_at.eq(now)).execute(conn)?;
         Ok(StartShard::Started(ShardWork {
-            range: StoreRange { first, end },
+            range: KeyRange { first, end },
             shards_total,
             as_of,
             hours_snapshot,
@@ -257,8 +315,9 @@ pub fn start_shard(
     })
 }
 
-/// Writes a running shard's progress, and the report's (the sums over its shards) with its heartbeat.
-/// False when the report is not Running (any more).
+/// Writes a running shard's progress, then the report's (the sums over its shards) with its heartbeat.
+/// Three statements of one row lock each, not one transaction: progress writers of sibling shards must
+/// never hold one shard's row while they wait for another's. False when the report is not Running.
 pub fn set_shard_progress(
     conn: &mut MysqlConnection,
     report_id: &str,
@@ -266,29 +325,31 @@ pub fn set_shard_progress(
     stores_done: u32,
     stores_total: u32,
 ) -> QueryResult<bool> {
-    conn.transaction(|conn| {
-        diesel::update(
-            report_shards::table.find((report_id, shard_no)).filter(report_shards::status.eq(ReportStatus::Running)),
-        )
-        .set((report_shards::stores_done.eq(stores_done), report_shards::stores_total.eq(stores_total)))
+    diesel::update(
+        report_shards::table.find((report_id, shard_no)).filter(report_shards::status.eq(ReportStatus::Running)),
+    )
+    .set((report_shards::stores_done.eq(stores_done), report_shards::stores_total.eq(stores_total)))
+    .execute(conn)?;
+    let sums: (Option<i64>, Option<i64>) = report_shards::table
+        .filter(report_shards::report_id.eq(report_id))
+        .select((
+            diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
+                "CAST(SUM(COALESCE(stores_done, store_count, 0)) AS SIGNED)",
+            ),
+            diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
+                "CAST(SUM(COALESCE(stores_total, store_count, 0)) AS SIGNED)",
+            ),
+        ))
+        .first(conn)?;
+    let count = |n: Option<i64>| u32::try_from(n.unwrap_or(0)).unwrap_or(u32::MAX);
+    let changed = diesel::update(reports::table.find(report_id).filter(reports::status.eq(ReportStatus::Running)))
+        .set((
+            reports::stores_done.eq(count(sums.0)),
+            reports::stores_total.eq(count(sums.1)),
+            reports::heartbeat_at.eq(utc_now()),
+        ))
         .execute(conn)?;
-        let changed = diesel::sql_query(
-            "UPDATE reports SET \
-               stores_done = (SELECT COALESCE(SUM(COALESCE(s.stores_done, s.store_count, 0)), 0) \
-                              FROM report_shards s WHERE s.report_id = ?), \
-               stores_total = (SELECT COALESCE(SUM(COALESCE(s.stores_total, s.store_count, 0)), 0) \
-                               FROM report_shards s WHERE s.report_id = ?), \
-               heartbeat_at = ? \
-             WHERE report_id = ? AND status = ?",
-        )
-        .bind::<diesel::sql_types::Char, _>(report_id)
-        .bind::<diesel::sql_types::Char, _>(report_id)
-        .bind::<diesel::sql_types::Datetime, _>(utc_now())
-        .bind::<diesel::sql_types::Char, _>(report_id)
-        .bind::<diesel::sql_types::Varchar, _>(ReportStatus::Running)
-        .execute(conn)?;
-        Ok(changed == 1)
-    })
+    Ok(changed == 1)
 }
 
 /// A computed shard, ready to store.
@@ -301,6 +362,10 @@ pub struct ShardPart<'a> {
     /// The consumer that computed it.
     pub worker: &'a str,
 }
+
+/// Makes the report's CSV of its parts (in shard order), or says why it cannot: the worker passes the
+/// engine's merge, so this module never reads a CSV.
+pub type MergeParts = dyn Fn(&[&[u8]]) -> Result<Vec<u8>, String>;
 
 /// What [`store_shard`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,18 +384,20 @@ pub enum ShardStored {
     Unknown,
 }
 
-/// Stores a shard's part of the CSV and marks the shard Complete in one transaction, counts it on the
-/// report, and when it is the last one marks the report (and its sharers) Complete with the sums of its
-/// shards: a reader sees every part of a Complete report, or no report.
+/// Stores a shard's part of the CSV and marks the shard Complete in one transaction, and counts it on the
+/// report. The last one also reads every part, makes the report's CSV of them with `merge` (the parts in
+/// shard order), stores it as the report's chunks in place of the parts and marks the report (and its
+/// sharers) Complete: a reader sees the whole CSV of a Complete report, or no report.
 pub fn store_shard(
     conn: &mut MysqlConnection,
     report_id: &str,
     shard_no: u32,
     part: ShardPart<'_>,
     chunking: Chunking,
+    merge: &MergeParts,
 ) -> Result<ShardStored, StoreError> {
     report_model::check_chunking(chunking, part.csv.len())?;
-    report_model::retry_on_deadlock(report_id, || store_shard_once(conn, report_id, shard_no, part, chunking))
+    report_model::retry_on_deadlock(report_id, || store_shard_once(conn, report_id, shard_no, part, chunking, merge))
 }
 
 fn store_shard_once(
@@ -339,6 +406,7 @@ fn store_shard_once(
     shard_no: u32,
     part: ShardPart<'_>,
     chunking: Chunking,
+    merge: &MergeParts,
 ) -> Result<ShardStored, StoreError> {
     conn.transaction(|conn| {
         let shard_status: Option<ReportStatus> = report_shards::table
@@ -397,34 +465,39 @@ fn store_shard_once(
             .execute(conn)?;
         let report_complete = shards_done >= shards_total;
         if report_complete {
-            let (stores, bytes): (Option<i64>, Option<i64>) = report_shards::table
+            let stores: Option<i64> = report_shards::table
                 .filter(report_shards::report_id.eq(report_id))
-                .select((
-                    diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
-                        "CAST(SUM(store_count) AS SIGNED)",
-                    ),
-                    diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
-                        "CAST(SUM(csv_bytes) AS SIGNED)",
-                    ),
+                .select(diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
+                    "CAST(SUM(store_count) AS SIGNED)",
                 ))
                 .first(conn)?;
             let store_count = u32::try_from(stores.unwrap_or(0)).unwrap_or(u32::MAX);
-            let csv_bytes = u64::try_from(bytes.unwrap_or(0)).unwrap_or(0);
-            report_model::mark_complete(conn, report_id, as_of, store_count, csv_bytes)?;
+            let chunks_of_parts: Vec<(u32, Vec<u8>)> = report_chunks::table
+                .filter(report_chunks::report_id.eq(report_id))
+                .order((report_chunks::shard_no, report_chunks::seq))
+                .select((report_chunks::shard_no, report_chunks::data))
+                .load(conn)?;
+            let mut parts: Vec<Vec<u8>> = Vec::with_capacity(usize::try_from(shards_total).unwrap_or(0));
+            let mut last_shard = None;
+            for (shard, data) in chunks_of_parts {
+                if last_shard != Some(shard) {
+                    parts.push(Vec::new());
+                    last_shard = Some(shard);
+                }
+                if let Some(part) = parts.last_mut() {
+                    part.extend_from_slice(&data);
+                }
+            }
+            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            let csv = merge(&refs).map_err(StoreError::Merge)?;
+            drop(parts);
+            report_model::check_chunking(chunking, csv.len())?;
+            diesel::delete(report_chunks::table.filter(report_chunks::report_id.eq(report_id))).execute(conn)?;
+            report_model::insert_chunks(conn, report_id, 0, &csv, chunking)?;
+            report_model::mark_complete(conn, report_id, as_of, store_count, csv.len() as u64)?;
         }
         Ok(ShardStored::Stored { chunks, shards_done, shards_total, report_complete })
     })
-}
-
-/// The chunk counts of a sharded report's parts, by shard number (empty for a report computed whole):
-/// a download reads `(shard_no, 0 .. chunks)` of each in turn, so a missing chunk is noticed where it is.
-pub fn chunk_layout(conn: &mut MysqlConnection, report_id: &str) -> QueryResult<Vec<(u32, u32)>> {
-    let rows: Vec<(u32, Option<u32>)> = report_shards::table
-        .filter(report_shards::report_id.eq(report_id))
-        .select((report_shards::shard_no, report_shards::chunks))
-        .order(report_shards::shard_no)
-        .load(conn)?;
-    Ok(rows.into_iter().map(|(shard_no, chunks)| (shard_no, chunks.unwrap_or(0))).collect())
 }
 
 /// One shard as a person following a report across workers sees it.
@@ -452,14 +525,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cut_points_make_ranges_that_cover_every_id_once() {
-        let ranges = StoreRange::cut_at(&["b".into(), "d".into()]);
+    fn cut_points_make_ranges_that_cover_every_key_once() {
+        let ranges = KeyRange::cut_at(&[10, 20]);
         assert_eq!(ranges.len(), 3);
-        for id in ["", "a", "b", "c", "d", "zz", "\u{10ffff}"] {
-            assert_eq!(ranges.iter().filter(|r| r.contains(id)).count(), 1, "{id:?}");
+        for key in [0, 1, 9, 10, 19, 20, u32::MAX] {
+            assert_eq!(ranges.iter().filter(|r| r.contains(key)).count(), 1, "{key}");
         }
-        assert!(ranges[1].contains("b") && !ranges[1].contains("d"));
-        assert_eq!(StoreRange::cut_at(&[]), vec![StoreRange::ALL]);
-        assert_eq!(ranges[1].to_string(), "stores [b, d)");
+        assert!(ranges[1].contains(10) && !ranges[1].contains(20));
+        assert_eq!(KeyRange::cut_at(&[]), vec![KeyRange::ALL]);
+        assert_eq!(ranges[1].to_string(), "store keys [10, 20)");
+        assert_eq!(ranges[2].to_string(), "store keys [20, …)");
     }
 }

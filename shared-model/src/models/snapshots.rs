@@ -147,48 +147,40 @@ pub fn zone_names(conn: &mut MysqlConnection, snapshot_id: Option<u64>) -> Query
         .load(conn)
 }
 
-/// The business hours of a snapshot for the stores whose id is in `range` (one shard of a report): the
-/// `store_id` index's range, then each store's rows by primary key.
+/// The business hours of a snapshot for the stores of a key range (one shard of a report): a range of
+/// the primary key (snapshot_id, store_key, row_no).
 pub fn business_hours_in(
     conn: &mut MysqlConnection,
     snapshot_id: Option<u64>,
-    range: &crate::models::shards::StoreRange,
+    range: crate::models::shards::KeyRange,
 ) -> QueryResult<Vec<HoursRow>> {
-    use crate::schema::stores;
     let Some(snapshot_id) = snapshot_id else { return Ok(Vec::new()) };
     let mut query = business_hours::table
-        .inner_join(stores::table.on(stores::store_key.eq(business_hours::store_key)))
         .filter(business_hours::snapshot_id.eq(snapshot_id))
+        .filter(business_hours::store_key.ge(range.first))
         .select((business_hours::store_key, business_hours::weekday, business_hours::start_us, business_hours::end_us))
         .into_boxed();
-    if let Some(first) = &range.first {
-        query = query.filter(stores::store_id.ge(first.as_str()));
-    }
-    if let Some(end) = &range.end {
-        query = query.filter(stores::store_id.lt(end.as_str()));
+    if let Some(end) = range.end {
+        query = query.filter(business_hours::store_key.lt(end));
     }
     let rows: Vec<(u32, u8, i64, i64)> = query.load(conn)?;
     Ok(rows.into_iter().map(|(store, weekday, start, end)| HoursRow { store, weekday, start, end }).collect())
 }
 
-/// The zone names of a snapshot for the stores whose id is in `range`, as [`zone_names`] gives them.
+/// The zone names of a snapshot for the stores of a key range, as [`zone_names`] gives them.
 pub fn zone_names_in(
     conn: &mut MysqlConnection,
     snapshot_id: Option<u64>,
-    range: &crate::models::shards::StoreRange,
+    range: crate::models::shards::KeyRange,
 ) -> QueryResult<Vec<(u32, String)>> {
-    use crate::schema::stores;
     let Some(snapshot_id) = snapshot_id else { return Ok(Vec::new()) };
     let mut query = store_timezones::table
-        .inner_join(stores::table.on(stores::store_key.eq(store_timezones::store_key)))
         .filter(store_timezones::snapshot_id.eq(snapshot_id))
+        .filter(store_timezones::store_key.ge(range.first))
         .select((store_timezones::store_key, store_timezones::timezone_str))
         .into_boxed();
-    if let Some(first) = &range.first {
-        query = query.filter(stores::store_id.ge(first.as_str()));
-    }
-    if let Some(end) = &range.end {
-        query = query.filter(stores::store_id.lt(end.as_str()));
+    if let Some(end) = range.end {
+        query = query.filter(store_timezones::store_key.lt(end));
     }
     query.load(conn)
 }

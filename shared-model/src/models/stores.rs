@@ -63,17 +63,17 @@ pub fn all_ids(conn: &mut MysqlConnection) -> QueryResult<Vec<(u32, Box<str>)>> 
         .collect()
 }
 
-/// The stores whose id is in `range` as (key, id), the ids boxed: the names of one shard's stores.
+/// The stores of a key range as (key, id), the ids boxed: the names of one shard's stores.
 pub fn ids_in_range(
     conn: &mut MysqlConnection,
-    range: &crate::models::shards::StoreRange,
+    range: crate::models::shards::KeyRange,
 ) -> QueryResult<Vec<(u32, Box<str>)>> {
-    let mut query = stores::table.select((stores::store_key, stores::store_id)).into_boxed();
-    if let Some(first) = &range.first {
-        query = query.filter(stores::store_id.ge(first.as_str()));
-    }
-    if let Some(end) = &range.end {
-        query = query.filter(stores::store_id.lt(end.as_str()));
+    let mut query = stores::table
+        .filter(stores::store_key.ge(range.first))
+        .select((stores::store_key, stores::store_id))
+        .into_boxed();
+    if let Some(end) = range.end {
+        query = query.filter(stores::store_key.lt(end));
     }
     query
         .load_iter::<(u32, String), diesel::connection::DefaultLoadingMode>(conn)?

@@ -5,3 +5,4 @@ mod broker_users;
 mod grants;
 mod queue;
 mod reports;
+mod shards;

@@ -9,6 +9,7 @@
 //! away is unknown. Each observation's cell is cut to `[at − H, at + H]`, so the horizon costs two
 //! comparisons per piece of a cell and nothing when it is absent.
 
+mod parts;
 mod timeline;
 mod zone;
 
@@ -19,6 +20,7 @@ use crate::input::{DEFAULT_ZONE, HoursRow, Poll};
 use crate::time::{DAY, HOUR, MINUTE, Micros, WEEK};
 use chrono_tz::Tz;
 
+pub use parts::{PartError, merge_parts};
 pub use timeline::{BusinessInterval, Outage, Segment, SegmentStatus, StoreTimeline, TimelinePoll, store_timeline};
 pub use zone::ZoneTimeline;
 
@@ -140,15 +142,15 @@ impl Report {
         write_rows(out, &self.rows, self.horizon.length().is_some(), true, store_id)
     }
 
-    /// Writes the rows as one part of a report cut by store id (its shards' parts, one after the other,
-    /// are the whole report's CSV): the header only in the first part.
-    pub fn write_csv_part<'a, W: Write>(
-        &self,
-        out: &mut W,
-        first_part: bool,
-        store_id: impl Fn(u32) -> &'a str,
-    ) -> io::Result<()> {
-        write_rows(out, &self.rows, self.horizon.length().is_some(), first_part, store_id)
+    /// Writes the rows as one part of a report computed in parts: no header, the rows sorted by store id.
+    /// [`merge_parts`] with [`Report::header`] makes the whole report's CSV of the parts.
+    pub fn write_csv_part<'a, W: Write>(&self, out: &mut W, store_id: impl Fn(u32) -> &'a str) -> io::Result<()> {
+        write_rows(out, &self.rows, self.horizon.length().is_some(), false, store_id)
+    }
+
+    /// The header line of a report computed with `horizon`.
+    pub fn header(horizon: Horizon) -> &'static str {
+        if horizon.length().is_some() { HEADER_WITH_UNKNOWN } else { HEADER }
     }
 }
 

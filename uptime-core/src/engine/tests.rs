@@ -683,3 +683,27 @@ proptest! {
         prop_assert_eq!(ordered, shuffled);
     }
 }
+
+#[test]
+fn parts_merged_are_the_whole_report_byte_for_byte() {
+    let ids = ["b", "a,1", "\"quoted\"", "z", "", "line\nbreak", "a", "m\u{e9}", "10", "9"];
+    let row = |store: u32| StoreUptime { store, uptime: [1, 2, 3], downtime: [4, 5, 6], unknown: [0; 3] };
+    let store_id = |key: u32| ids[key as usize];
+    let whole = Report { now: Some(0), horizon: Horizon::NONE, rows: (0..ids.len() as u32).map(row).collect() };
+    let mut expected = Vec::new();
+    whole.write_csv(&mut expected, store_id).expect("memory");
+    // Keys split into parts whatever their ids: odd and even keys, and one empty part.
+    let mut parts = Vec::new();
+    for keep in [|k: u32| k.is_multiple_of(2), |k: u32| !k.is_multiple_of(2), |_: u32| false] {
+        let part = Report { rows: whole.rows.iter().copied().filter(|r| keep(r.store)).collect(), ..whole.clone() };
+        let mut out = Vec::new();
+        part.write_csv_part(&mut out, store_id).expect("memory");
+        parts.push(out);
+    }
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    let merged = merge_parts(Report::header(Horizon::NONE), &refs).expect("our own parts");
+    assert_eq!(String::from_utf8_lossy(&merged), String::from_utf8_lossy(&expected));
+    assert!(merge_parts(HEADER, &[b"\"open,1\n"]).is_err());
+    assert!(merge_parts(HEADER, &[b"no comma\n"]).is_err());
+    assert!(merge_parts(HEADER, &[b"id,1"]).is_err(), "a row without its line end");
+}
