@@ -54,6 +54,19 @@ check("management" in services.get("rabbitmq", {}).get("image", ""), "RabbitMQ i
 check(any("15672" in str(p) for p in services.get("rabbitmq", {}).get("ports", [])), "management UI port 15672 not published")
 worker = services.get("report-worker", {})
 check("container_name" not in worker and "ports" not in worker, "report-worker cannot scale with a container_name or ports")
+# `--scale report-worker=N` shares one report's shards among the copies: each keeps at most its memory
+# budget of shard data, which must leave room under the container's limit for the shard being read.
+def megabytes(text):
+    match = re.fullmatch(r"(\d+)([MG])", str(text).strip())
+    return int(match[1]) * (1024 if match[2] == "G" else 1) if match else None
+worker_env = worker.get("environment", {})
+budget = worker_env.get("APP__WORKER__MEMORY_BUDGET_MB")
+limit = megabytes(worker.get("deploy", {}).get("resources", {}).get("limits", {}).get("memory", ""))
+check(budget is not None and limit is not None, "report-worker sets no memory budget or no memory limit")
+if budget is not None and limit is not None:
+    check(int(budget) + 256 <= limit, f"report-worker's memory budget {budget} MB leaves under 256 MB of its {limit} MB limit")
+check(re.search(r"APP__WORKER__SHARD_STORES", str(worker_env)), "report-worker does not say how reports are cut")
+check("shard_queue" in rust and "x-priority" in rust, "the shard queues or their consumer priorities are gone from the code")
 
 # --- Dockerfile: what it ships and how ---
 for binary in BINARIES:
