@@ -268,44 +268,46 @@ impl JobHandler {
     }
 
     pub fn handle(&self, delivery: &JobDelivery<'_>) -> Outcome {
-        let job: ReportJob = match serde_json::from_slice(delivery.body) {
-            Ok(job) => job,
-            Err(e) => return self.malformed(delivery, e),
-        };
-        let report_id = job.report_id.clone();
-        if !is_valid_report_id(&report_id) {
-            let outcome = Outcome::InvalidReportId { report_id, message_id: delivery.message_id.map(str::to_owned) };
-            log_outcome(&outcome);
-            return outcome;
-        }
-        log::info!("report_id={report_id} job received (earlier deliveries: {})", delivery.delivery_count);
-        let attempt = self.attempt(&job);
-        let outcome = self.settle(report_id, delivery, attempt);
-        log_outcome(&outcome);
-        outcome
+        self.run(delivery, |job: &ReportJob| {
+            log::info!("report_id={} job received (earlier deliveries: {})", job.report_id, delivery.delivery_count);
+            self.attempt(job)
+        })
     }
 
     /// One shard of a planned report (a delivery from a shard queue): computed with the plan's `now` and
     /// snapshots, stored as its part of the CSV, the report completed by the last part.
     pub fn handle_shard(&self, delivery: &JobDelivery<'_>) -> Outcome {
-        let job: ShardJob = match serde_json::from_slice(delivery.body) {
+        self.run(delivery, |job: &ShardJob| {
+            log::info!(
+                "report_id={} shard {} of {} received (earlier deliveries: {})",
+                job.report_id,
+                job.shard_no,
+                job.shards_total,
+                delivery.delivery_count
+            );
+            self.attempt_shard(job)
+        })
+    }
+
+    /// A delivery's way for either kind of job: read, its report id checked before any SQL, the attempt,
+    /// its failures settled by the policy of the module doc, the outcome logged.
+    fn run<J: serde::de::DeserializeOwned + NamesReport>(
+        &self,
+        delivery: &JobDelivery<'_>,
+        attempt: impl FnOnce(&J) -> Result<Outcome, JobError>,
+    ) -> Outcome {
+        let job: J = match serde_json::from_slice(delivery.body) {
             Ok(job) => job,
             Err(e) => return self.malformed(delivery, e),
         };
-        let report_id = job.report_id.clone();
+        let report_id = job.report_id().to_owned();
         if !is_valid_report_id(&report_id) {
             let outcome = Outcome::InvalidReportId { report_id, message_id: delivery.message_id.map(str::to_owned) };
             log_outcome(&outcome);
             return outcome;
         }
-        log::info!(
-            "report_id={report_id} shard {} of {} received (earlier deliveries: {})",
-            job.shard_no,
-            job.shards_total,
-            delivery.delivery_count
-        );
-        let attempt = self.attempt_shard(&job);
-        let outcome = self.settle(report_id, delivery, attempt);
+        let attempted = attempt(&job);
+        let outcome = self.settle(report_id, delivery, attempted);
         log_outcome(&outcome);
         outcome
     }
@@ -713,6 +715,23 @@ impl JobHandler {
             let _ = ticks.send(Tick::Stop);
             report
         })
+    }
+}
+
+/// A job message that names the report it works for.
+trait NamesReport {
+    fn report_id(&self) -> &str;
+}
+
+impl NamesReport for ReportJob {
+    fn report_id(&self) -> &str {
+        &self.report_id
+    }
+}
+
+impl NamesReport for ShardJob {
+    fn report_id(&self) -> &str {
+        &self.report_id
     }
 }
 
