@@ -278,6 +278,7 @@ async fn a_sharded_report_completes_after_a_worker_is_killed_mid_shard() {
     wait_for("a shard in progress", Duration::from_secs(60), || {
         report_shards::table
             .filter(report_shards::report_id.eq(&report_id))
+            .filter(report_shards::status.eq("Running"))
             .select(report_shards::stores_done)
             .load::<Option<u32>>(&mut conn)
             .expect("shards")
