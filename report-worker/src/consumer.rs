@@ -184,58 +184,51 @@ async fn session(
 ) -> anyhow::Result<()> {
     let mut broker = Subscriptions::open(settings, handler.worker_name()).await?;
     let rank = *ranks.borrow_and_update();
-    broker.consume_shards(settings, rank).await?;
-    if let Some((rank, workers)) = rank {
-        handler.set_ownership(rank, workers);
-    }
+    broker.take_rank(settings, handler, rank).await?;
     let stopping = Arc::new(AtomicBool::new(false));
     let retry_delay = Duration::from_millis(settings.worker.retry_delay_ms);
     let mut in_hand = JoinSet::new();
     let ended = loop {
         tokio::select! {
-            () = shutdown.as_mut() => break Ok(()),
-            next = broker.jobs.next() => match next {
-                Some(Ok(delivery)) => {
-                    let job = Job { kind: JobKind::Report, publisher: Some(broker.publisher(settings)) };
-                    in_hand.spawn(run_job(Arc::clone(handler), delivery, job, Arc::clone(&stopping), retry_delay));
-                }
-                Some(Err(e)) => break Err(anyhow::Error::new(e).context("job consumer failed")),
-                None => break Err(anyhow::anyhow!("the broker cancelled the job consumer")),
-            },
-            Some(next) = broker.shards.next(), if !broker.shards.is_empty() => match next {
-                Ok(delivery) => {
-                    let job = Job { kind: JobKind::Shard(Arc::clone(shard_slots)), publisher: None };
-                    in_hand.spawn(run_job(Arc::clone(handler), delivery, job, Arc::clone(&stopping), retry_delay));
-                }
-                Err(e) => break Err(anyhow::Error::new(e).context("shard consumer failed")),
-            },
-            changed = ranks.changed() => {
-                if changed.is_err() {
-                    break Err(anyhow::anyhow!("the registry task stopped"));
-                }
-                let rank = *ranks.borrow_and_update();
-                if let Some((rank, workers)) = rank {
-                    log::info!("this worker is {} of {workers} live workers: taking its shard queues", rank + 1);
-                    handler.set_ownership(rank, workers);
-                }
-                broker.consume_shards(settings, rank).await?;
-            },
-            next = broker.dead.next() => match next {
-                Some(Ok(delivery)) => {
-                    let marker = Marker {
-                        pool: pool.clone(),
-                        channel: broker.marker_channel.clone(),
-                        exchange: settings.amqp.dead_letter_exchange.clone(),
-                        retry_delay: Duration::from_millis(settings.worker.marker_retry_delay_ms),
-                        max_attempts: settings.worker.marker_max_attempts,
-                    };
-                    in_hand.spawn(mark_dead_lettered(marker, delivery));
-                }
-                Some(Err(e)) => break Err(anyhow::Error::new(e).context("failed-marker consumer failed")),
-                None => break Err(anyhow::anyhow!("the broker cancelled the failed-marker consumer")),
-            },
-            Some(_) = in_hand.join_next(), if !in_hand.is_empty() => {}
-        }
+                () = shutdown.as_mut() => break Ok(()),
+                next = broker.jobs.next() => match next {
+                    Some(Ok(delivery)) => {
+                        let job = Job { kind: JobKind::Report, publisher: Some(broker.publisher(settings)) };
+                        in_hand.spawn(run_job(Arc::clone(handler), delivery, job, Arc::clone(&stopping), retry_delay));
+                    }
+                    Some(Err(e)) => break Err(anyhow::Error::new(e).context("job consumer failed")),
+                    None => break Err(anyhow::anyhow!("the broker cancelled the job consumer")),
+                },
+                Some(next) = broker.shards.next(), if !broker.shards.is_empty() => match next {
+                    Ok(delivery) => {
+                        let job = Job { kind: JobKind::Shard(Arc::clone(shard_slots)), publisher: None };
+                        in_hand.spawn(run_job(Arc::clone(handler), delivery, job, Arc::clone(&stopping), retry_delay));
+                    }
+                    Err(e) => break Err(anyhow::Error::new(e).context("shard consumer failed")),
+                },
+                changed = ranks.changed() => {
+                    if changed.is_err() {
+                        break Err(anyhow::anyhow!("the registry task stopped"));
+                    }
+                    let rank = *ranks.borrow_and_update();
+        broker.take_rank(settings, handler, rank).await?;
+                },
+                next = broker.dead.next() => match next {
+                    Some(Ok(delivery)) => {
+                        let marker = Marker {
+                            pool: pool.clone(),
+                            channel: broker.marker_channel.clone(),
+                            exchange: settings.amqp.dead_letter_exchange.clone(),
+                            retry_delay: Duration::from_millis(settings.worker.marker_retry_delay_ms),
+                            max_attempts: settings.worker.marker_max_attempts,
+                        };
+                        in_hand.spawn(mark_dead_lettered(marker, delivery));
+                    }
+                    Some(Err(e)) => break Err(anyhow::Error::new(e).context("failed-marker consumer failed")),
+                    None => break Err(anyhow::anyhow!("the broker cancelled the failed-marker consumer")),
+                },
+                Some(_) = in_hand.join_next(), if !in_hand.is_empty() => {}
+            }
     };
     if ended.is_ok() {
         log::info!("stopping: no new jobs; finishing {} in hand", in_hand.len());
@@ -318,6 +311,16 @@ impl Subscriptions {
             shard_tags: Vec::new(),
             generation: 0,
         })
+    }
+
+    /// Takes the shard queues of this worker's `rank` (its consumers' priorities) and tells `handler`, which
+    /// forgets the data of the slots it no longer owns.
+    async fn take_rank(&mut self, settings: &Settings, handler: &JobHandler, rank: Rank) -> anyhow::Result<()> {
+        if let Some((rank, workers)) = rank {
+            log::info!("this worker is {} of {workers} live workers: taking its shard queues", rank + 1);
+            handler.set_ownership(rank, workers);
+        }
+        self.consume_shards(settings, rank).await
     }
 
     /// (Re)opens a consumer on every shard queue: the owner's priority on the slots this worker owns as

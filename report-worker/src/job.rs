@@ -206,12 +206,6 @@ impl JobHandler {
         &self.worker_name
     }
 
-    /// Names the worker (its consumer tag) on the shards it stores.
-    pub fn named(mut self, worker_name: impl Into<String>) -> Self {
-        self.worker_name = worker_name.into();
-        self
-    }
-
     /// The number of shard queues of the topology (`amqp.shard_queues`).
     pub fn with_shard_queues(mut self, shard_queues: u16) -> Self {
         self.shard_queues = shard_queues.max(1);
@@ -401,12 +395,7 @@ impl JobHandler {
             StartOutcome::AlreadyFailed => return finished(ReportStatus::Failed),
             StartOutcome::Started { unknown_after_minutes, .. } => unknown_after_minutes,
         };
-        let horizon = match unknown_after {
-            None => Horizon::NONE,
-            Some(minutes) => Horizon::minutes(u32::from(minutes)).ok_or_else(|| {
-                JobError::Permanent(format!("the report asks for unknown_after_minutes = {minutes}, outside 1 to 1440"))
-            })?,
-        };
+        let horizon = horizon_of(unknown_after)?;
 
         if let Some(planned) = self.plan_if_large(&mut conn, job)? {
             return Ok(planned);
@@ -420,7 +409,7 @@ impl JobHandler {
         let report = self.compute_with_progress(&mut conn, report_id, &data, horizon, None, |conn, done, total| {
             reports::set_progress(conn, report_id, done, total)
         });
-        let csv = render_csv(&report, &data)?;
+        let csv = render_csv(&report, &data, false)?;
         let compute = computing.elapsed();
 
         let storing = Instant::now();
@@ -458,14 +447,7 @@ impl JobHandler {
                     }))
                 })
             };
-            let plan = match &self.replica {
-                None => cut(conn)?,
-                Some(replica) => {
-                    let mut replica_conn = replica.get()?;
-                    self.wait_for_replica(conn, &mut replica_conn, report_id)?;
-                    cut(&mut replica_conn)?
-                }
-            };
+            let plan = self.on_inputs(conn, report_id, |read| Ok(cut(read)?))?;
             match plan {
                 Some(plan) if plan.shards.len() > 1 => plan,
                 _ => return Ok(None),
@@ -505,12 +487,7 @@ impl JobHandler {
             }
             StartShard::Unknown => return Ok(Outcome::UnknownReport { report_id: report_id.to_owned() }),
         };
-        let horizon = match work.unknown_after_minutes {
-            None => Horizon::NONE,
-            Some(minutes) => Horizon::minutes(u32::from(minutes)).ok_or_else(|| {
-                JobError::Permanent(format!("the report asks for unknown_after_minutes = {minutes}, outside 1 to 1440"))
-            })?,
-        };
+        let horizon = horizon_of(work.unknown_after_minutes)?;
         let now: Micros = work
             .as_of
             .map(|at| at.and_utc().timestamp_micros())
@@ -520,7 +497,7 @@ impl JobHandler {
             pin: Pin::Plan { now, hours_snapshot: work.hours_snapshot, zones_snapshot: work.zones_snapshot },
             share: work.shards_total,
         };
-        let slot = self.shard_slot(shard_no);
+        let slot = shared_model::settings::shard_slot(shard_no, self.shard_queues);
         let (data, stats) = self.read_inputs(&mut conn, report_id, &scope, Some(slot))?;
         log_refresh(&format!("{report_id} shard={shard_no}"), &stats, data.version);
         let read = started.elapsed();
@@ -530,7 +507,7 @@ impl JobHandler {
             self.compute_with_progress(&mut conn, report_id, &data, horizon, Some(now), |conn, done, total| {
                 shards::set_shard_progress(conn, report_id, shard_no, done, total)
             });
-        let csv = render_part(&report, &data)?;
+        let csv = render_csv(&report, &data, true)?;
         let compute = computing.elapsed();
         drop(data);
         self.forget_unless_owned(slot, scope.range);
@@ -561,11 +538,6 @@ impl JobHandler {
         })
     }
 
-    /// The shard queue slot of shard `shard_no`.
-    fn shard_slot(&self, shard_no: u32) -> u16 {
-        AmqpSettings { shard_queues: self.shard_queues, ..AmqpSettings::default() }.shard_slot(shard_no)
-    }
-
     /// A worker keeps the data of the shards it owns only: a shard it computed because its owner was busy
     /// or not yet known goes when it is done.
     fn forget_unless_owned(&self, slot: u16, range: KeyRange) {
@@ -576,8 +548,8 @@ impl JobHandler {
         }
     }
 
-    /// Reads the inputs of `scope` where they are read (the replica, once it holds the report's data, or
-    /// the primary), bringing the kept dataset of its range up to date.
+    /// Reads the inputs of `scope` where they are read ([`Self::on_inputs`]), bringing the kept dataset of
+    /// its range up to date.
     fn read_inputs(
         &self,
         conn: &mut MysqlConnection,
@@ -585,12 +557,23 @@ impl JobHandler {
         scope: &Scope,
         slot: Option<u16>,
     ) -> Result<(Arc<Dataset>, RefreshStats), JobError> {
+        self.on_inputs(conn, report_id, |read| self.read_dataset(read, scope, slot))
+    }
+
+    /// Runs `read` on the connection the inputs are read from: the replica once it holds the report's
+    /// data, or `primary` itself.
+    fn on_inputs<T>(
+        &self,
+        primary: &mut MysqlConnection,
+        report_id: &str,
+        read: impl FnOnce(&mut MysqlConnection) -> Result<T, JobError>,
+    ) -> Result<T, JobError> {
         match &self.replica {
-            None => self.read_dataset(conn, scope, slot),
+            None => read(primary),
             Some(replica) => {
                 let mut replica_conn = replica.get()?;
-                self.wait_for_replica(conn, &mut replica_conn, report_id)?;
-                self.read_dataset(&mut replica_conn, scope, slot)
+                self.wait_for_replica(primary, &mut replica_conn, report_id)?;
+                read(&mut replica_conn)
             }
         }
     }
@@ -718,6 +701,17 @@ impl JobHandler {
     }
 }
 
+/// The gap horizon a report row asks for (SPEC §2b); a value the API would have refused is a report no
+/// retry can compute.
+fn horizon_of(unknown_after_minutes: Option<u16>) -> Result<Horizon, JobError> {
+    match unknown_after_minutes {
+        None => Ok(Horizon::NONE),
+        Some(minutes) => Horizon::minutes(u32::from(minutes)).ok_or_else(|| {
+            JobError::Permanent(format!("the report asks for unknown_after_minutes = {minutes}, outside 1 to 1440"))
+        }),
+    }
+}
+
 /// A job message that names the report it works for.
 trait NamesReport {
     fn report_id(&self) -> &str;
@@ -764,20 +758,12 @@ impl StoredReport {
     }
 }
 
-fn render_csv(report: &engine::Report, data: &Dataset) -> Result<Vec<u8>, JobError> {
+/// The report's CSV, or with `part` a shard's part of it (its rows in store-id order, no header).
+fn render_csv(report: &engine::Report, data: &Dataset, part: bool) -> Result<Vec<u8>, JobError> {
     let mut csv = Vec::with_capacity(report.rows.len() * 80 + engine::HEADER_WITH_UNKNOWN.len() + 1);
-    report
-        .write_csv(&mut csv, |key| data.store_id(key).unwrap_or_default())
-        .map_err(|e| JobError::Permanent(format!("writing the CSV in memory failed: {e}")))?;
-    Ok(csv)
-}
-
-/// A shard's part of the CSV: its rows in store-id order, no header.
-fn render_part(report: &engine::Report, data: &Dataset) -> Result<Vec<u8>, JobError> {
-    let mut csv = Vec::with_capacity(report.rows.len() * 80);
-    report
-        .write_csv_part(&mut csv, |key| data.store_id(key).unwrap_or_default())
-        .map_err(|e| JobError::Permanent(format!("writing the CSV in memory failed: {e}")))?;
+    let store_id = |key| data.store_id(key).unwrap_or_default();
+    let written = if part { report.write_csv_part(&mut csv, store_id) } else { report.write_csv(&mut csv, store_id) };
+    written.map_err(|e| JobError::Permanent(format!("writing the CSV in memory failed: {e}")))?;
     Ok(csv)
 }
 

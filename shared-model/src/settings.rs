@@ -97,7 +97,7 @@ impl AmqpSettings {
 
     /// The slot a report's shard `shard_no` is published to.
     pub fn shard_slot(&self, shard_no: u32) -> u16 {
-        u16::try_from(shard_no % u32::from(self.shard_queues.max(1))).unwrap_or(0)
+        shard_slot(shard_no, self.shard_queues)
     }
 
     /// The queue of shard slot `slot`: two digits, so the management UI lists the slots in order.
@@ -109,6 +109,11 @@ impl AmqpSettings {
     pub fn shard_queue_names(&self) -> Vec<String> {
         (0..self.shard_queues).map(|slot| self.shard_queue_name(slot)).collect()
     }
+}
+
+/// The slot of shard `shard_no` among `shard_queues` shard queues.
+pub fn shard_slot(shard_no: u32, shard_queues: u16) -> u16 {
+    u16::try_from(shard_no % u32::from(shard_queues.max(1))).unwrap_or(0)
 }
 
 fn default_amqp_url() -> String {

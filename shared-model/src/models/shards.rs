@@ -370,7 +370,8 @@ pub type MergeParts = dyn Fn(&[&[u8]]) -> Result<Vec<u8>, String>;
 /// What [`store_shard`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShardStored {
-    /// The part is stored in `chunks` chunks; `report_complete`: it was the last, the report is Complete.
+    /// Stored: in `chunks` chunks, the part's, or the merged report's when `report_complete` (it was the
+    /// last part, the report is Complete).
     Stored {
         chunks: u32,
         shards_done: u32,
@@ -446,7 +447,14 @@ fn store_shard_once(
             )
             .execute(conn)?;
         }
-        let chunks = report_model::insert_chunks(conn, report_id, shard_no, part.csv, chunking)?;
+        let shards_done = shards_done.unwrap_or(0).saturating_add(1);
+        let report_complete = shards_done >= shards_total;
+        // The last part is merged from memory: written only to be read back and deleted otherwise.
+        let chunks = if report_complete {
+            merge_into_report(conn, report_id, shard_no, part, as_of, chunking, merge)?
+        } else {
+            report_model::insert_chunks(conn, report_id, shard_no, part.csv, chunking)?
+        };
         diesel::update(report_shards::table.find((report_id, shard_no)))
             .set((
                 report_shards::status.eq(ReportStatus::Complete),
@@ -459,45 +467,57 @@ fn store_shard_once(
                 report_shards::finished_at.eq(utc_now()),
             ))
             .execute(conn)?;
-        let shards_done = shards_done.unwrap_or(0).saturating_add(1);
         diesel::update(reports::table.find(report_id))
             .set((reports::shards_done.eq(shards_done), reports::heartbeat_at.eq(utc_now())))
             .execute(conn)?;
-        let report_complete = shards_done >= shards_total;
-        if report_complete {
-            let stores: Option<i64> = report_shards::table
-                .filter(report_shards::report_id.eq(report_id))
-                .select(diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
-                    "CAST(SUM(store_count) AS SIGNED)",
-                ))
-                .first(conn)?;
-            let store_count = u32::try_from(stores.unwrap_or(0)).unwrap_or(u32::MAX);
-            let chunks_of_parts: Vec<(u32, Vec<u8>)> = report_chunks::table
-                .filter(report_chunks::report_id.eq(report_id))
-                .order((report_chunks::shard_no, report_chunks::seq))
-                .select((report_chunks::shard_no, report_chunks::data))
-                .load(conn)?;
-            let mut parts: Vec<Vec<u8>> = Vec::with_capacity(usize::try_from(shards_total).unwrap_or(0));
-            let mut last_shard = None;
-            for (shard, data) in chunks_of_parts {
-                if last_shard != Some(shard) {
-                    parts.push(Vec::new());
-                    last_shard = Some(shard);
-                }
-                if let Some(part) = parts.last_mut() {
-                    part.extend_from_slice(&data);
-                }
-            }
-            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-            let csv = merge(&refs).map_err(StoreError::Merge)?;
-            drop(parts);
-            report_model::check_chunking(chunking, csv.len())?;
-            diesel::delete(report_chunks::table.filter(report_chunks::report_id.eq(report_id))).execute(conn)?;
-            report_model::insert_chunks(conn, report_id, 0, &csv, chunking)?;
-            report_model::mark_complete(conn, report_id, as_of, store_count, csv.len() as u64)?;
-        }
         Ok(ShardStored::Stored { chunks, shards_done, shards_total, report_complete })
     })
+}
+
+/// The last shard: reads the other shards' parts, merges them with `part`, stores the result as the
+/// report's chunks in place of the parts and marks the report Complete. Returns the report's chunk count.
+fn merge_into_report(
+    conn: &mut MysqlConnection,
+    report_id: &str,
+    shard_no: u32,
+    part: ShardPart<'_>,
+    as_of: Option<NaiveDateTime>,
+    chunking: Chunking,
+    merge: &MergeParts,
+) -> Result<u32, StoreError> {
+    let others: Option<i64> = report_shards::table
+        .filter(report_shards::report_id.eq(report_id))
+        .filter(report_shards::shard_no.ne(shard_no))
+        .select(diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
+            "CAST(SUM(store_count) AS SIGNED)",
+        ))
+        .first(conn)?;
+    let store_count = u32::try_from(others.unwrap_or(0)).unwrap_or(u32::MAX).saturating_add(part.store_count);
+    let chunks_of_parts: Vec<(u32, Vec<u8>)> = report_chunks::table
+        .filter(report_chunks::report_id.eq(report_id))
+        .order((report_chunks::shard_no, report_chunks::seq))
+        .select((report_chunks::shard_no, report_chunks::data))
+        .load(conn)?;
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    let mut last_shard = None;
+    for (shard, data) in chunks_of_parts {
+        if last_shard != Some(shard) {
+            parts.push(Vec::new());
+            last_shard = Some(shard);
+        }
+        if let Some(stored) = parts.last_mut() {
+            stored.extend_from_slice(&data);
+        }
+    }
+    // The merge sorts every row by store id, so the parts may come in any order.
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).chain([part.csv]).collect();
+    let csv = merge(&refs).map_err(StoreError::Merge)?;
+    drop(parts);
+    report_model::check_chunking(chunking, csv.len())?;
+    diesel::delete(report_chunks::table.filter(report_chunks::report_id.eq(report_id))).execute(conn)?;
+    let chunks = report_model::insert_chunks(conn, report_id, 0, &csv, chunking)?;
+    report_model::mark_complete(conn, report_id, as_of, store_count, csv.len() as u64)?;
+    Ok(chunks)
 }
 
 /// One shard as a person following a report across workers sees it.
